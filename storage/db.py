@@ -1,0 +1,303 @@
+"""The SQL index: engines for SQLite (embedded default) and PostgreSQL, migrations on open,
+bulk inserts, column reads into numpy, runs, and video claiming with leases.
+
+SQLite is made safe for several writing processes the documented way: pysqlite's own
+BEGIN handling is switched off and every write transaction starts with ``BEGIN IMMEDIATE``
+(DESIGN.md: WAL + busy timeout alone lost most claims under contention). PostgreSQL claims
+with ``FOR UPDATE SKIP LOCKED`` inside the claiming UPDATE.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from . import schema
+from .errors import DatabaseError
+from .schema import runs, shards, videos
+
+
+def sqlite_url(path: str | Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def _sqlite_engine(url: str, busy_timeout_s: float) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (SQLAlchemy docs recipe)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # Readers may take a plain deferred transaction; writers must take the lock up front,
+        # or two processes that both read-then-write deadlock into "database is locked".
+        mode = "DEFERRED" if conn.get_execution_options().get("vidmine_read") else "IMMEDIATE"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+class Index:
+    """A handle on the SQL index. Cheap to create; one per process (engines don't cross fork)."""
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 60.0, migrate: bool = True):
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise DatabaseError(f"not a database URL: {url!r}") from exc
+        self.url = url
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            db_path = parsed.database
+            if db_path and db_path != ":memory:":
+                parent = Path(db_path).parent
+                if not parent.is_dir():
+                    raise DatabaseError(f"directory for the SQLite index does not exist: {parent}")
+            self.engine = _sqlite_engine(url, busy_timeout_s)
+        elif self.dialect == "postgresql":
+            if parsed.drivername == "postgresql":
+                url = str(parsed.set(drivername="postgresql+psycopg"))
+            try:
+                self.engine = create_engine(url, pool_pre_ping=True)
+            except ModuleNotFoundError as exc:
+                raise DatabaseError(
+                    "PostgreSQL needs psycopg: pip install 'vidmine[postgres]'") from exc
+        else:
+            raise DatabaseError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
+        self._pid = os.getpid()
+        if migrate:
+            self.migrate()
+
+    # -- connections -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite), committed on success."""
+        self._check_pid()
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise DatabaseError(f"database error on {self.safe_url}: {exc.orig}") from exc
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """One read transaction (a consistent snapshot; does not block writers)."""
+        self._check_pid()
+        try:
+            with self.engine.connect().execution_options(vidmine_read=True) as conn:
+                with conn.begin():
+                    yield conn
+        except OperationalError as exc:
+            raise DatabaseError(f"database error on {self.safe_url}: {exc.orig}") from exc
+
+    def _check_pid(self) -> None:
+        if os.getpid() != self._pid:  # a pool inherited across fork would share sockets
+            self.engine.dispose(close=False)
+            self._pid = os.getpid()
+
+    @property
+    def safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration; safe when many processes open at once."""
+        from .migrate import upgrade_to_head
+        try:
+            with self._migration_lock():
+                upgrade_to_head(self.engine)
+        except OperationalError as exc:
+            raise DatabaseError(f"cannot open the index at {self.safe_url}: {exc.orig}") from exc
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot migrate the index at {self.safe_url}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _migration_lock(self):
+        if self.dialect == "sqlite":
+            db_path = make_url(self.url).database
+            if not db_path or db_path == ":memory:":
+                yield
+                return
+            with open(f"{db_path}.migrate.lock", "a+") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+        else:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(7301)"))
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(7301)"))
+                    conn.commit()
+
+    # -- bulk --------------------------------------------------------------------------
+    def insert_columns(self, conn: Connection, table, columns: Mapping[str, Sequence | np.ndarray]) -> int:
+        """Insert many rows given as columns (numpy arrays or lists), without the ORM.
+
+        PostgreSQL goes through COPY; SQLite through the driver's C-level executemany.
+        """
+        names = list(columns)
+        if not names:
+            return 0
+        cols = [np.asarray(columns[n]).tolist() if isinstance(columns[n], np.ndarray)
+                else list(columns[n]) for n in names]
+        n = len(cols[0])
+        if any(len(c) != n for c in cols):
+            raise ValueError("insert_columns: columns differ in length")
+        if n == 0:
+            return 0
+        rows = list(zip(*cols))
+        quoted = ", ".join(f'"{c}"' for c in names)
+        if self.dialect == "postgresql":
+            cursor = conn.connection.driver_connection.cursor()
+            with cursor.copy(f'COPY "{table.name}" ({quoted}) FROM STDIN') as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" * len(names))
+            conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})', rows)
+        return n
+
+    def insert_rows(self, conn: Connection, table, rows: Sequence[Mapping[str, Any]],
+                    returning_id: bool = False) -> list[int]:
+        """Insert dict rows; with ``returning_id`` the new ids come back in input order."""
+        if not rows:
+            return []
+        if returning_id:
+            stmt = table.insert().returning(table.c.id, sort_by_parameter_order=True)
+            return [r[0] for r in conn.execute(stmt, list(rows))]
+        conn.execute(table.insert(), list(rows))
+        return []
+
+    @staticmethod
+    def read_columns(conn: Connection, stmt, dtypes: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """Run a select and return its columns as numpy arrays (one fetch, no ORM objects)."""
+        result = conn.execute(stmt)
+        keys = list(result.keys())
+        rows = result.fetchall()
+        dtypes = dtypes or {}
+        if not rows:
+            return {k: np.empty(0, dtype=dtypes.get(k, np.int64)) for k in keys}
+        cols = list(zip(*rows))
+        return {k: np.asarray(c, dtype=dtypes.get(k)) for k, c in zip(keys, cols)}
+
+    # -- runs --------------------------------------------------------------------------
+    def start_run(self, kind: str, config: Mapping[str, Any] | None = None,
+                  parent_id: int | None = None) -> int:
+        with self.write() as conn:
+            return conn.execute(runs.insert().returning(runs.c.id), dict(
+                kind=kind, status="running", host=socket.gethostname(), started_at=time.time(),
+                config=json.dumps(config or {}, default=str), parent_id=parent_id)).scalar_one()
+
+    def finish_run(self, run_id: int, status: str = "done",
+                   summary: Mapping[str, Any] | None = None) -> None:
+        with self.write() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(
+                status=status, finished_at=time.time(),
+                summary=json.dumps(summary or {}, default=str)))
+
+    # -- shards ------------------------------------------------------------------------
+    def register_shard(self, name: str) -> None:
+        with self.write() as conn:
+            conn.execute(shards.insert().values(
+                name=name, host=socket.gethostname(), status="open", created_at=time.time()))
+
+    def seal_shard(self, name: str, n_items: int, n_bytes: int) -> None:
+        with self.write() as conn:
+            conn.execute(update(shards).where(shards.c.name == name).values(
+                status="sealed", sealed_at=time.time(), n_items=n_items, n_bytes=n_bytes))
+
+    # -- videos ------------------------------------------------------------------------
+    def add_videos(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Register video files (path, size, mtime) as pending; known paths are left alone."""
+        records = list(records)
+        if not records:
+            return 0
+        with self.write() as conn:
+            known = set(conn.execute(select(videos.c.path).where(
+                videos.c.path.in_([r["path"] for r in records]))).scalars())
+            new = [dict(path=r["path"], size=r.get("size", 0), mtime=r.get("mtime"),
+                        status="pending", attempts=0, updated_at=time.time())
+                   for r in records if r["path"] not in known]
+            if new:
+                conn.execute(videos.insert(), new)
+        return len(new)
+
+    def claim_video(self, owner: str, lease_s: float, max_attempts: int = 3) -> dict | None:
+        """Claim one pending video (or one whose lease expired) for ``owner``.
+
+        Exactly one of many concurrent claimers gets each video. A video whose workers died
+        ``max_attempts`` times is failed instead of being handed out again.
+        """
+        now = time.time()
+        expired = (videos.c.status == "claimed") & (videos.c.lease_expires < now)
+        with self.write() as conn:
+            conn.execute(update(videos).where(expired & (videos.c.attempts >= max_attempts))
+                         .values(status="failed", lease_owner=None, updated_at=now,
+                                 error=func.coalesce(videos.c.error, text(
+                                     "'worker died or timed out on every attempt'"))))
+            candidate = (select(videos.c.id)
+                         .where((videos.c.status == "pending") | expired)
+                         .order_by(videos.c.id).limit(1)
+                         .with_for_update(skip_locked=True).scalar_subquery())
+            row = conn.execute(
+                update(videos).where(videos.c.id == candidate)
+                .values(status="claimed", lease_owner=owner, lease_expires=now + lease_s,
+                        attempts=videos.c.attempts + 1, updated_at=now)
+                .returning(*videos.c)).mappings().first()
+        return dict(row) if row else None
+
+    def renew_lease(self, video_id: int, owner: str, lease_s: float) -> bool:
+        """Heartbeat. False means the lease was lost (expired and taken by another worker)."""
+        now = time.time()
+        with self.write() as conn:
+            res = conn.execute(update(videos).where(
+                (videos.c.id == video_id) & (videos.c.lease_owner == owner)
+                & (videos.c.status == "claimed")).values(lease_expires=now + lease_s))
+        return res.rowcount == 1
+
+    def release_video(self, video_id: int, owner: str, status: str = "pending",
+                      error: str | None = None, **meta: Any) -> bool:
+        """Give a claimed video back (pending), or end it as failed/skipped with a reason."""
+        if status not in ("pending", "failed", "skipped"):
+            raise ValueError(f"release_video: bad status {status!r}")
+        with self.write() as conn:
+            res = conn.execute(update(videos).where(
+                (videos.c.id == video_id) & (videos.c.lease_owner == owner)
+                & (videos.c.status == "claimed")).values(
+                    status=status, error=error, lease_owner=None, lease_expires=None,
+                    updated_at=time.time(),
+                    attempts=(videos.c.attempts - 1) if status == "pending" else videos.c.attempts,
+                    **meta))
+        return res.rowcount == 1
+
+    def video_counts(self) -> dict[str, int]:
+        with self.read() as conn:
+            rows = conn.execute(select(videos.c.status, func.count()).group_by(videos.c.status))
+            counts = {s: 0 for s in schema.VIDEO_STATUSES}
+            counts.update({s: n for s, n in rows})
+        return counts

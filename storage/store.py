@@ -1,0 +1,84 @@
+"""The work directory: where the SQL index and the crop shards of one vidmine store live.
+
+    <workdir>/index.sqlite     the SQL index (unless --db / VIDMINE_DB names PostgreSQL)
+    <workdir>/shards/<name>/   one LMDB environment per writing worker
+    <workdir>/embeddings/      feature matrices of embedding runs (.npz)
+    <workdir>/reports/         contact sheets, galleries, evaluation reports
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cropstore import CropReader, ShardWriter, new_shard_name
+from .db import Index, sqlite_url
+from .errors import DatabaseError, StorageError
+
+
+@dataclass
+class StorageConfig:
+    workdir: str = field(default="./vidmine-data",
+                         metadata={"help": "work directory holding the index and the shards"})
+    db: str | None = field(default=None, metadata={
+        "help": "database URL (default: SQLite in the workdir; env VIDMINE_DB)"})
+    shards_dir: str | None = field(default=None, metadata={
+        "help": "where crop shards live (default: <workdir>/shards; must be a local disk)"})
+    jpeg_quality: int = field(default=90, metadata={"help": "JPEG quality of stored crops"})
+    initial_map_mb: int = field(default=64, metadata={"help": "initial LMDB map size per shard"})
+    max_map_gb: int = field(default=1024, metadata={"help": "largest LMDB map size per shard"})
+    busy_timeout_s: float = field(default=60.0, metadata={"help": "SQLite busy timeout"})
+
+
+class Store:
+    """An opened work directory: ``store.index`` (SQL) and ``store.reader`` (crop bytes)."""
+
+    def __init__(self, cfg: StorageConfig, *, create: bool = True, migrate: bool = True):
+        self.cfg = cfg
+        self.root = Path(cfg.workdir).expanduser().resolve()
+        if not create and not self.root.is_dir():
+            raise StorageError(f"no vidmine work directory at {self.root} "
+                               "(mine some videos first, or pass --workdir)")
+        if create:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create work directory {self.root}: {exc.strerror}") from exc
+        url = cfg.db or os.environ.get("VIDMINE_DB") or sqlite_url(self.root / "index.sqlite")
+        if not create and url.startswith("sqlite") and not (self.root / "index.sqlite").is_file():
+            raise StorageError(f"no vidmine index in {self.root} (mine some videos first)")
+        self.index = Index(url, busy_timeout_s=cfg.busy_timeout_s, migrate=migrate)
+        self.shards_dir = Path(cfg.shards_dir).expanduser().resolve() if cfg.shards_dir \
+            else self.root / "shards"
+        self.reader = CropReader(self.shards_dir)
+
+    def subdir(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def new_writer(self, prefix: str = "w") -> ShardWriter:
+        """A fresh shard for this process, registered as open in the index."""
+        writer = ShardWriter(self.shards_dir, new_shard_name(prefix),
+                             initial_map_size=self.cfg.initial_map_mb << 20,
+                             max_map_size=self.cfg.max_map_gb << 30)
+        self.index.register_shard(writer.name)
+        return writer
+
+    def seal(self, writer: ShardWriter) -> None:
+        info = writer.seal()
+        self.index.seal_shard(writer.name, info["n_items"], info["n_bytes"])
+
+    def close(self) -> None:
+        self.reader.close()
+        self.index.dispose()
+
+
+def open_store(cfg: StorageConfig | None = None, **overrides) -> Store:
+    cfg = cfg or StorageConfig()
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return Store(cfg)
+
+
+__all__ = ["StorageConfig", "Store", "open_store", "DatabaseError", "StorageError"]

@@ -1,0 +1,82 @@
+"""Backbones and the checkpoint format every package reads.
+
+A vidmine checkpoint is a ``torch.save`` dict with plain tensors and primitives only (so
+``torch.load(weights_only=True)`` opens it): ``backbone`` (torchvision name),
+``feature_dim``, ``state_dict`` (the trunk: the torchvision model without its classifier)
+and optional training state. A plain torchvision state dict supplied by a user loads too,
+given the backbone name.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+BACKBONES = {"resnet18": 512, "resnet50": 2048, "vgg16": 4096}
+FORMAT = "vidmine-backbone-v1"
+
+
+class Trunk(nn.Module):
+    """A torchvision network cut before its classifier: images -> pooled features."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+        self.name = name
+        net = getattr(torchvision.models, name)(weights=None)
+        if name.startswith("resnet"):
+            net.fc = nn.Identity()
+        else:  # vgg16: keep fc6/fc7 (4096-d, as the 2015/2017 papers used), drop fc8
+            net.classifier = net.classifier[:-1]
+        self.net = net
+        self.feature_dim = BACKBONES[name]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def build_backbone(name: str) -> Trunk:
+    return Trunk(name)
+
+
+def save_backbone(path: str | Path, trunk: Trunk, **extra) -> None:
+    payload = {"format": FORMAT, "backbone": trunk.name, "feature_dim": trunk.feature_dim,
+               "state_dict": {k: v.detach().cpu() for k, v in trunk.state_dict().items()}}
+    payload.update(extra)
+    tmp = Path(f"{path}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_backbone(path: str | Path | None, name: str | None = None,
+                  map_location: str | torch.device = "cpu") -> Trunk:
+    """A trunk from a vidmine checkpoint or a torchvision state dict; ``path=None`` gives an
+    untrained network (``name`` required), the floor every evaluation compares against."""
+    if path is None:
+        return build_backbone(name or "resnet18")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
+        raise ValueError(f"{path} is not a loadable PyTorch checkpoint: {exc}") from exc
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+        trunk = build_backbone(ckpt["backbone"])
+        trunk.load_state_dict(ckpt["state_dict"])
+        return trunk
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} holds no state dict")
+    if name is None:
+        raise ValueError(f"{path} is a plain state dict: say which backbone it is (--backbone)")
+    trunk = build_backbone(name)
+    state = {k.removeprefix("module."): v for k, v in ckpt.get("state_dict", ckpt).items()}
+    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.6."))}
+    missing, unexpected = trunk.net.load_state_dict(state, strict=False)
+    if unexpected or len(missing) > 0:
+        raise ValueError(f"{path} does not fit {name}: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+    return trunk
