@@ -27,6 +27,9 @@ from .errors import MissingCropError, ShardError, StoreFullError
 SEALED_MARK = "SEALED.json"
 WRITER_LOCK = "writer.lock"
 _DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+# LMDB allows one handle per environment and process: readers in the writing process
+# borrow the writer's handle.
+_WRITER_ENVS: dict[str, lmdb.Environment] = {}
 
 
 def new_shard_name(prefix: str = "w") -> str:
@@ -74,6 +77,7 @@ class ShardWriter:
             raise ShardError(f"cannot open shard {self.path}: {exc}") from exc
         self.n_items = self.env.stat()["entries"]
         self.n_bytes = 0
+        _WRITER_ENVS[str(self.path)] = self.env
 
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Write ``(key, value)`` pairs in one durable transaction (all or nothing)."""
@@ -109,6 +113,7 @@ class ShardWriter:
         """Flush, close and mark the shard read-only. Returns its item and byte counts."""
         self.env.sync(True)
         entries = self.env.stat()["entries"]
+        _WRITER_ENVS.pop(str(self.path), None)
         self.env.close()
         info = {"name": self.name, "n_items": entries, "n_bytes": self.n_bytes,
                 "sealed_at": time.time()}
@@ -120,6 +125,7 @@ class ShardWriter:
 
     def close(self) -> None:
         """Close without sealing (e.g. on error); the shard stays open for repair."""
+        _WRITER_ENVS.pop(str(self.path), None)
         with contextlib.suppress(Exception):
             self.env.close()
         self._release()
@@ -148,6 +154,9 @@ class CropReader:
         if os.getpid() != self._pid:
             # Inherited through fork: never touch the parent's handles, not even to close them.
             self._envs, self._pid = {}, os.getpid()
+        borrowed = _WRITER_ENVS.get(str(self.shards_dir / shard))
+        if borrowed is not None:
+            return borrowed
         env = self._envs.get(shard)
         if env is None:
             path = self.shards_dir / shard
