@@ -12,6 +12,7 @@ import errno
 import fcntl
 import json
 import os
+import resource
 import shutil
 import socket
 import time
@@ -41,11 +42,22 @@ def is_sealed(shard_dir: Path) -> bool:
     return (shard_dir / SEALED_MARK).is_file()
 
 
-def _disk_full(exc: lmdb.Error) -> bool:
-    code = getattr(exc, "args", [None])
+def _disk_full(exc: lmdb.Error, path: Path, needed: int = 0) -> bool:
+    """Did a write fail for lack of space? LMDB reports a short write as a bare EIO, so
+    besides the error text look at the free space and the process's file-size limit."""
     text = str(exc).lower()
-    return ("no space" in text or "file too large" in text or "quota" in text
-            or any(isinstance(c, int) and c in _DISK_FULL for c in code))
+    if "no space" in text or "file too large" in text or "quota" in text \
+            or any(isinstance(c, int) and c in _DISK_FULL for c in exc.args):
+        return True
+    try:
+        if shutil.disk_usage(path).free < needed + (1 << 20):
+            return True
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        data = path / "data.mdb"
+        return limit != resource.RLIM_INFINITY and data.exists() \
+            and data.stat().st_size + needed + 65536 > limit
+    except OSError:
+        return False
 
 
 class ShardWriter:
@@ -72,7 +84,7 @@ class ShardWriter:
                                  max_dbs=0, readahead=False, meminit=False, lock=True)
         except lmdb.Error as exc:
             self._release()
-            if _disk_full(exc):
+            if _disk_full(exc, self.path):
                 raise StoreFullError(f"disk full: cannot create shard at {self.path}") from exc
             raise ShardError(f"cannot open shard {self.path}: {exc}") from exc
         self.n_items = self.env.stat()["entries"]
@@ -95,7 +107,7 @@ class ShardWriter:
             except lmdb.MapFullError:
                 self._grow()
             except lmdb.Error as exc:
-                if _disk_full(exc):
+                if _disk_full(exc, self.path, sum(len(v) for _, v in items)):
                     free = shutil.disk_usage(self.path).free >> 20
                     raise StoreFullError(
                         f"disk full writing shard {self.name} ({free} MiB free at {self.path}); "
