@@ -1,0 +1,207 @@
+"""vidmine-eval: compare checkpoints (and an untrained network as the floor).
+
+    vidmine-eval ris --checkpoint a.pt --checkpoint b.pt [--sets store] [--k 10 25]
+    vidmine-eval retrieval --checkpoint a.pt
+    vidmine-eval probe --checkpoint a.pt --data IMAGE_FOLDER
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from storage.cliutil import UsageError, add_common_args, open_from_args, print_json, run_main
+from storage.config import add_config_args, build_config, load_toml, to_dict
+from training.backbones import BACKBONES, load_backbone
+
+from . import probe as probes
+from . import report, sets
+from .features import extract_features
+from .retrieval import retrieval_metrics
+from .ris import ris_score
+
+
+@dataclass
+class EvalConfig:
+    backbone: str = field(default="resnet18", metadata={
+        "help": "backbone of plain state dicts and of the untrained floor"})
+    size: int = field(default=112, metadata={"help": "input side in pixels"})
+    batch_size: int = field(default=64, metadata={"help": "images per forward pass"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    k: list[int] = field(default_factory=lambda: [10, 25], metadata={"help": "Top-K of RIS"})
+    max_tracks: int = field(default=300, metadata={"help": "held-out tracks used"})
+    variants: int = field(default=8, metadata={"help": "synthetic variants per crop"})
+    knn_k: int = field(default=20, metadata={"help": "neighbours of the kNN probe"})
+    untrained: bool = field(default=True, metadata={"help": "add an untrained network as the floor"})
+    seed: int = field(default=0, metadata={"help": "seed of set sampling and the floor's init"})
+
+
+def _models(args, cfg: EvalConfig) -> dict[str, torch.nn.Module]:
+    models = {}
+    for path in args.checkpoint or []:
+        name = Path(path).stem
+        models[name if name not in models else str(path)] = load_backbone(path, cfg.backbone)
+    if cfg.untrained:
+        torch.manual_seed(cfg.seed)
+        models[f"untrained {cfg.backbone}"] = load_backbone(None, cfg.backbone)
+    if not models:
+        raise UsageError("nothing to evaluate: give --checkpoint or keep the untrained floor")
+    return models
+
+
+def _invariance_sets(args, cfg: EvalConfig) -> list[sets.InvarianceSets]:
+    out = []
+    for spec in args.sets:
+        kind, _, path = spec.partition(":")
+        if kind == "store":
+            store = open_from_args(args)
+            out += sets.store_sets(store, max_tracks=cfg.max_tracks, variants=cfg.variants,
+                                   seed=cfg.seed)
+        elif kind == "folder":
+            out.append(sets.from_folder(path))
+        elif kind.startswith("aloi-"):
+            out.append(sets.aloi(path, kind.removeprefix("aloi-")))
+        elif kind == "got10k":
+            out.append(sets.got10k(path))
+        elif kind in ("pascal3d-instance", "pascal3d-instance+viewpoint"):
+            out.append(sets.pascal3d(path, kind.removeprefix("pascal3d-")))
+        else:
+            raise UsageError(f"unknown --sets {spec!r}: store, folder:DIR, aloi-viewpoint:DIR, "
+                             "aloi-illumination-direction:DIR, aloi-illumination-colour:DIR, "
+                             "got10k:DIR, pascal3d-instance:DIR, pascal3d-instance+viewpoint:DIR")
+    return out
+
+
+def _out_dir(args) -> Path:
+    if args.out:
+        return Path(args.out)
+    root = Path(args.workdir or "./vidmine-data")
+    return root / "reports" / f"eval-{args.command}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_ris(args, cfg: EvalConfig) -> dict:
+    models = _models(args, cfg)
+    rows, charts = [], {f"top{k}": {} for k in cfg.k}
+    for inv in _invariance_sets(args, cfg):
+        for name, trunk in models.items():
+            feats = extract_features(trunk, inv.images, cfg.size, cfg.batch_size, cfg.device,
+                                     progress=not args.json)
+            row = {"invariance": inv.label, "model": name, "images": len(inv.images),
+                   "sets": int(len(np.unique(inv.set_ids)))}
+            for k in cfg.k:
+                row[f"top{k}"] = ris_score(feats, inv.set_ids, inv.class_ids, k)
+                charts[f"top{k}"].setdefault(inv.label, {})[name] = row[f"top{k}"]
+            rows.append(row)
+    out = _out_dir(args)
+    pngs = [str(report.bar_chart(c, f"Top-{k[3:]} RIS (higher = more invariant)", "RIS",
+                                 out / f"ris_{k}.png")) for k, c in charts.items()]
+    result = {"command": "ris", "results": rows, "charts": pngs, "config": to_dict(cfg)}
+    report.write_json(result, out / "report.json")
+    if not args.json:
+        print(report.table(rows, ["invariance", "model", "images", "sets"] +
+                           [f"top{k}" for k in cfg.k], "Top-K Representation Invariance Score"))
+        print(f"\nreport: {out / 'report.json'}\ncharts: {', '.join(pngs)}")
+    return result
+
+
+def cmd_retrieval(args, cfg: EvalConfig) -> dict:
+    models = _models(args, cfg)
+    store = open_from_args(args)
+    tracks = sets.held_out_tracks(store, max_tracks=cfg.max_tracks, seed=cfg.seed)
+    if len(tracks) < 2:
+        raise UsageError("need at least 2 held-out tracks with 3+ crops: mine more videos")
+    ids = np.concatenate(list(tracks.values()))
+    labels = np.concatenate([[t] * len(v) for t, v in tracks.items()])
+    images = sets._load(store, ids)
+    rows = []
+    for name, trunk in models.items():
+        feats = extract_features(trunk, [images[int(i)] for i in ids], cfg.size, cfg.batch_size,
+                                 cfg.device, progress=not args.json)
+        rows.append({"model": name, **retrieval_metrics(feats, labels)})
+    out = _out_dir(args)
+    chart = {m: {r["model"]: r[m] for r in rows} for m in ("recall@1", "recall@5", "mAP")}
+    png = report.bar_chart(chart, "Retrieval on held-out tracks", "score", out / "retrieval.png")
+    result = {"command": "retrieval", "tracks": len(tracks), "results": rows,
+              "charts": [str(png)], "config": to_dict(cfg)}
+    report.write_json(result, out / "report.json")
+    if not args.json:
+        print(report.table(rows, ["model", "queries", "recall@1", "recall@5", "mAP"],
+                           f"Instance retrieval on {len(tracks)} held-out tracks"))
+        print(f"\nreport: {out / 'report.json'}\nchart: {png}")
+    return result
+
+
+def cmd_probe(args, cfg: EvalConfig) -> dict:
+    data = probes.load_splits(args.data)
+    models = _models(args, cfg)
+    rows = []
+    for name, trunk in models.items():
+        tr = extract_features(trunk, data["train"][0], cfg.size, cfg.batch_size, cfg.device,
+                              progress=not args.json)
+        va = extract_features(trunk, data["val"][0], cfg.size, cfg.batch_size, cfg.device,
+                              progress=not args.json)
+        rows.append({"model": name,
+                     "knn": probes.knn_accuracy(tr, data["train"][1], va, data["val"][1], cfg.knn_k),
+                     "linear": probes.linear_probe_accuracy(tr, data["train"][1], va,
+                                                            data["val"][1], seed=cfg.seed)})
+    out = _out_dir(args)
+    chart = {m: {r["model"]: r[m] for r in rows} for m in ("knn", "linear")}
+    png = report.bar_chart(chart, f"Probes on {Path(args.data).name}", "accuracy", out / "probe.png")
+    result = {"command": "probe", "classes": data["classes"], "train": len(data["train"][0]),
+              "val": len(data["val"][0]), "results": rows, "charts": [str(png)],
+              "config": to_dict(cfg)}
+    report.write_json(result, out / "report.json")
+    if not args.json:
+        print(report.table(rows, ["model", "knn", "linear"],
+                           f"Probes: {len(data['classes'])} classes, "
+                           f"{len(data['train'][0])} train / {len(data['val'][0])} val images"))
+        print(f"\nreport: {out / 'report.json'}\nchart: {png}")
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidmine-eval", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in [("ris", "Top-K representation invariance scores"),
+                           ("retrieval", "instance retrieval on held-out tracks"),
+                           ("probe", "linear and kNN probes on an image folder")]:
+        p = sub.add_parser(name, help=helptext)
+        add_common_args(p)
+        add_config_args(p, EvalConfig)
+        p.add_argument("--checkpoint", action="append",
+                       help="a vidmine or torchvision checkpoint (repeatable)")
+        p.add_argument("--out", help="report directory (default <workdir>/reports/eval-...)")
+        p.add_argument("--json", action="store_true", help="print one JSON object only")
+        if name == "ris":
+            p.add_argument("--sets", nargs="+", default=["store"],
+                           help="store | folder:DIR | aloi-viewpoint:DIR | got10k:DIR | ...")
+        if name == "probe":
+            p.add_argument("--data", required=True, help="ImageFolder (train/ and val/, or classes)")
+    return parser
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = build_config(EvalConfig, args, load_toml(args.config), "evaluation")
+    if cfg.backbone not in BACKBONES:
+        raise UsageError(f"unknown backbone {cfg.backbone!r}; choose from {sorted(BACKBONES)}")
+    try:
+        result = {"ris": cmd_ris, "retrieval": cmd_retrieval, "probe": cmd_probe}[args.command](args, cfg)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.json:
+        print_json(result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("vidmine-eval", _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

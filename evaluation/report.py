@@ -1,0 +1,48 @@
+"""Reports that compare checkpoints: a terminal table, one JSON file, PNG bar charts."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def table(rows: list[dict], columns: list[str], title: str) -> str:
+    """A fixed-width table of ``rows`` (dicts) for the terminal."""
+    cells = [[str(r.get(c, "")) if not isinstance(r.get(c), float) else f"{r[c]:.2f}"
+              for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
+    out = [title, line, "-" * len(line)]
+    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(out)
+
+
+def bar_chart(results: dict[str, dict[str, float]], title: str, ylabel: str, out_png: Path) -> Path:
+    """Grouped bars: one group per measure (e.g. invariance), one bar per model."""
+    measures = list(results)
+    models = list(next(iter(results.values())))
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(measures) * len(models) ** 0.5), 4))
+    width = 0.8 / len(models)
+    for m, model in enumerate(models):
+        xs = [i + m * width for i in range(len(measures))]
+        ax.bar(xs, [results[k].get(model, 0.0) for k in measures], width, label=model)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(measures))])
+    ax.set_xticklabels(measures, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def write_json(obj: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=str))
+    return path
