@@ -28,9 +28,19 @@ from .errors import MissingCropError, ShardError, StoreFullError
 SEALED_MARK = "SEALED.json"
 WRITER_LOCK = "writer.lock"
 _DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-# LMDB allows one handle per environment and process: readers in the writing process
-# borrow the writer's handle.
-_WRITER_ENVS: dict[str, lmdb.Environment] = {}
+# LMDB allows one handle per environment and process, so every reader and writer of this
+# process shares one registry of open environments; a forked child starts with an empty one.
+_ENVS: dict[str, lmdb.Environment] = {}
+_WRITER_PATHS: set[str] = set()
+_ENVS_PID = os.getpid()
+
+
+def _registry() -> dict[str, lmdb.Environment]:
+    global _ENVS, _WRITER_PATHS, _ENVS_PID
+    if os.getpid() != _ENVS_PID:
+        # Inherited through fork: never touch the parent's handles, not even to close them.
+        _ENVS, _WRITER_PATHS, _ENVS_PID = {}, set(), os.getpid()
+    return _ENVS
 
 
 def new_shard_name(prefix: str = "w") -> str:
@@ -89,7 +99,8 @@ class ShardWriter:
             raise ShardError(f"cannot open shard {self.path}: {exc}") from exc
         self.n_items = self.env.stat()["entries"]
         self.n_bytes = 0
-        _WRITER_ENVS[str(self.path)] = self.env
+        _registry()[str(self.path)] = self.env
+        _WRITER_PATHS.add(str(self.path))
 
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Write ``(key, value)`` pairs in one durable transaction (all or nothing)."""
@@ -125,7 +136,7 @@ class ShardWriter:
         """Flush, close and mark the shard read-only. Returns its item and byte counts."""
         self.env.sync(True)
         entries = self.env.stat()["entries"]
-        _WRITER_ENVS.pop(str(self.path), None)
+        self._unregister()
         self.env.close()
         info = {"name": self.name, "n_items": entries, "n_bytes": self.n_bytes,
                 "sealed_at": time.time()}
@@ -137,10 +148,14 @@ class ShardWriter:
 
     def close(self) -> None:
         """Close without sealing (e.g. on error); the shard stays open for repair."""
-        _WRITER_ENVS.pop(str(self.path), None)
+        self._unregister()
         with contextlib.suppress(Exception):
             self.env.close()
         self._release()
+
+    def _unregister(self) -> None:
+        _registry().pop(str(self.path), None)
+        _WRITER_PATHS.discard(str(self.path))
 
     def _release(self) -> None:
         with contextlib.suppress(Exception):
@@ -153,8 +168,6 @@ class CropReader:
 
     def __init__(self, shards_dir: str | Path):
         self.shards_dir = Path(shards_dir)
-        self._envs: dict[str, lmdb.Environment] = {}
-        self._pid = os.getpid()
 
     def __getstate__(self):
         return {"shards_dir": self.shards_dir}
@@ -162,27 +175,22 @@ class CropReader:
     def __setstate__(self, state):
         self.__init__(state["shards_dir"])
 
-    def _env(self, shard: str) -> lmdb.Environment:
-        if os.getpid() != self._pid:
-            # Inherited through fork: never touch the parent's handles, not even to close them.
-            self._envs, self._pid = {}, os.getpid()
-        borrowed = _WRITER_ENVS.get(str(self.shards_dir / shard))
-        if borrowed is not None:
-            return borrowed
-        env = self._envs.get(shard)
+    def environment(self, shard: str) -> lmdb.Environment:
+        """This process's shared read handle on ``shard``, opened on first use."""
+        path = self.shards_dir / shard
+        envs = _registry()
+        env = envs.get(str(path))
         if env is None:
-            path = self.shards_dir / shard
             if not (path / "data.mdb").is_file():
                 raise ShardError(f"crop shard not found: {path}")
             # A sealed shard has no writer, so no reader table is needed; an open shard is
             # still being written and needs LMDB's reader locks to stay consistent.
-            sealed = is_sealed(path)
             try:
-                env = lmdb.open(str(path), readonly=True, lock=not sealed, readahead=False,
-                                max_readers=1024, subdir=True, max_dbs=0)
+                env = lmdb.open(str(path), readonly=True, lock=not is_sealed(path),
+                                readahead=False, max_readers=1024, subdir=True, max_dbs=0)
             except lmdb.Error as exc:
                 raise ShardError(f"cannot open crop shard {path}: {exc}") from exc
-            self._envs[shard] = env
+            envs[str(path)] = env
         return env
 
     def get(self, shard: str, key: str) -> bytes:
@@ -195,7 +203,7 @@ class CropReader:
         for i, (shard, _) in enumerate(refs):
             by_shard[shard].append(i)
         for shard, positions in by_shard.items():
-            env = self._env(shard)
+            env = self.environment(shard)
             for attempt in range(2):
                 try:
                     with env.begin(buffers=False) as txn:
@@ -211,16 +219,17 @@ class CropReader:
         return out  # type: ignore[return-value]
 
     def keys(self, shard: str) -> Iterable[str]:
-        env = self._env(shard)
+        env = self.environment(shard)
         with env.begin() as txn:
             for key in txn.cursor().iternext(keys=True, values=False):
                 yield bytes(key).decode()
 
     def close(self) -> None:
-        if os.getpid() == self._pid:
-            for env in self._envs.values():
-                env.close()
-        self._envs = {}
+        """Close this process's read handles on shards of this directory (not a writer's)."""
+        envs = _registry()
+        for path in [p for p in envs if Path(p).parent == self.shards_dir
+                     and p not in _WRITER_PATHS]:
+            envs.pop(path).close()
 
 
 def shard_names(shards_dir: str | Path) -> list[str]:

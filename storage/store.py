@@ -44,8 +44,9 @@ class Store:
                 self.root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"cannot create work directory {self.root}: {exc.strerror}") from exc
-        url = cfg.db or os.environ.get("VIDMINE_DB") or sqlite_url(self.root / "index.sqlite")
-        if not create and url.startswith("sqlite") and not (self.root / "index.sqlite").is_file():
+        explicit = cfg.db or os.environ.get("VIDMINE_DB")
+        url = explicit or sqlite_url(self.root / "index.sqlite")
+        if not create and not explicit and not (self.root / "index.sqlite").is_file():
             raise StorageError(f"no vidmine index in {self.root} (mine some videos first)")
         self.index = Index(url, busy_timeout_s=cfg.busy_timeout_s, migrate=migrate)
         self.shards_dir = Path(cfg.shards_dir).expanduser().resolve() if cfg.shards_dir \

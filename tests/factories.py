@@ -57,7 +57,7 @@ def fill_store(store: Store, n_videos: int = 3, tracks_per_video: int = 3, crops
     ``{"instance": {crop_id: instance}, "video": {crop_id: video_id}}`` where an instance is
     one patch; tracks in different videos may show the same patch (``instance`` tells)."""
     rng = np.random.default_rng(seed)
-    n_instances = max(1, n_videos * tracks_per_video // 2)
+    n_instances = max(tracks_per_video, n_videos * tracks_per_video // 2)
     patches = textures(images_dir, n_instances, rng)
     store.index.add_videos([{"path": f"/synthetic/seed{seed}/video{v}.mp4", "size": 1}
                             for v in range(n_videos)])
