@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -26,11 +27,21 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=None,
                         help="database URL, e.g. postgresql://user@host/db (default: SQLite in "
                              "the workdir; env VIDMINE_DB)")
+    parser.add_argument("--shards-dir", default=None,
+                        help="where crop shards live (default <workdir>/shards; env VIDMINE_SHARDS_DIR)")
     parser.add_argument("--config", default=None, help="TOML file with [storage], [mining], ... tables")
 
 
+# Containers configure vidmine through the environment (docker/compose.yaml).
+ENVIRONMENT = {"workdir": "VIDMINE_WORKDIR", "db": "VIDMINE_DB", "shards_dir": "VIDMINE_SHARDS_DIR"}
+
+
 def storage_config(args: argparse.Namespace) -> StorageConfig:
-    return build_config(StorageConfig, args, load_toml(getattr(args, "config", None)), "storage")
+    """Defaults <- [storage] of the TOML file <- environment <- flags."""
+    toml = load_toml(getattr(args, "config", None))
+    table = dict(toml.get("storage", {}))
+    table.update({k: os.environ[v] for k, v in ENVIRONMENT.items() if os.environ.get(v)})
+    return build_config(StorageConfig, args, {"storage": table}, "storage")
 
 
 def open_from_args(args: argparse.Namespace, create: bool = False) -> Store:

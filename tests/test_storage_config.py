@@ -1,8 +1,12 @@
 """Config layering: defaults <- TOML table <- command-line flags."""
 import argparse
+import re
+import tomllib
+from pathlib import Path
 
 import pytest
 
+from storage.cliutil import ENVIRONMENT, add_common_args, storage_config
 from storage.config import ConfigError, add_config_args, build_config, load_toml
 from storage.store import StorageConfig
 
@@ -29,3 +33,31 @@ def test_config_errors_are_clear(tmp_path):
         load_toml(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="jpeg_quality"):
         build_config(StorageConfig, None, {"storage": {"jpeg_quality": "high"}}, "storage")
+
+
+def test_environment_sits_between_toml_and_flags(tmp_path, monkeypatch):
+    toml = tmp_path / "v.toml"
+    toml.write_text('[storage]\nworkdir = "/from/toml"\nshards_dir = "/toml/shards"\n')
+    monkeypatch.setenv("VIDMINE_WORKDIR", "/from/env")
+    monkeypatch.setenv("VIDMINE_SHARDS_DIR", "/env/shards")
+    parser = argparse.ArgumentParser()
+    add_common_args(parser)
+    cfg = storage_config(parser.parse_args(["--config", str(toml)]))
+    assert cfg.workdir == "/from/env" and cfg.shards_dir == "/env/shards"
+    cfg = storage_config(parser.parse_args(["--config", str(toml), "--workdir", "/flag"]))
+    assert cfg.workdir == "/flag"
+
+
+def test_compose_file_runs_the_console_scripts_with_vidmine_environment():
+    """No Docker engine here: check the compose file names real entry points and env vars."""
+    root = Path(__file__).resolve().parents[1]
+    scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]
+    compose = (root / "docker" / "compose.yaml").read_text()
+    commands = re.findall(r'command: \["(vidmine-[a-z]+)"', compose)
+    assert commands and set(commands) <= set(scripts)
+    used = set(re.findall(r"\b(VIDMINE_[A-Z_]+):", compose))
+    assert used and used <= set(ENVIRONMENT.values())
+    for dockerfile in ("Dockerfile.cpu", "Dockerfile.cuda"):
+        text = (root / "docker" / dockerfile).read_text()
+        for package in ("mining", "graph", "storage", "training", "evaluation"):
+            assert f"COPY {package} {package}" in text
