@@ -1,0 +1,220 @@
+"""One feature vector per crop: a trained backbone, or a hand-crafted descriptor.
+
+The hand-crafted descriptor lets the whole pipeline run before any network is trained.
+Each crop is resized to 64x64 and described by
+
+* a colour histogram in HSV: 12 hue x 4 saturation x 4 value bins (192), as frequencies,
+  square-rooted (the Hellinger map, so dot products compare distributions fairly);
+* a HOG-like gradient histogram: 9 unsigned orientation bins in each of 4x4 cells of 16x16
+  pixels (144), magnitude-weighted, each cell L2-normalised (robust to contrast changes).
+
+Both halves have unit norm and weigh the same; the 336-d result is L2-normalised, so a dot
+product is a cosine similarity, as for network features.
+
+Every embedding run writes ``<workdir>/embeddings/<run>.npz`` (``crop_ids``, ``vectors``)
+and an ``embedding_sets`` row (model, checkpoint, dim, count). Runs are incremental: a run
+embeds only the crops that the latest sets of the same model and checkpoint lack, and
+:func:`load_embeddings` joins those sets into one matrix.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from sqlalchemy import select
+from tqdm import tqdm
+
+from storage.cliutil import UsageError
+from storage.codec import decode_image
+from storage.config import to_dict
+from storage.schema import crops, embedding_sets
+from storage.store import Store
+
+from .config import GraphConfig
+
+HANDCRAFTED = "handcrafted"
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def handcrafted_descriptor(images: list[np.ndarray], size: int = 64) -> np.ndarray:
+    """(len(images), 336) float32 descriptors of RGB uint8 images (see the module doc)."""
+    n = len(images)
+    batch = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
+    tall = batch.reshape(n * size, size, 3)  # one OpenCV call converts the whole batch
+    hsv = cv2.cvtColor(tall, cv2.COLOR_RGB2HSV).reshape(n, size * size, 3).astype(np.int64)
+    colour_bin = (hsv[..., 0] * 12 // 180) * 16 + (hsv[..., 1] * 4 // 256) * 4 + hsv[..., 2] * 4 // 256
+    colour = np.bincount((np.arange(n)[:, None] * 192 + colour_bin).ravel(),
+                         minlength=n * 192).reshape(n, 192).astype(np.float32)
+    colour = np.sqrt(colour / (size * size))
+
+    gray = cv2.cvtColor(tall, cv2.COLOR_RGB2GRAY).reshape(n, size, size).astype(np.float32)
+    gx = np.zeros_like(gray)
+    gy = np.zeros_like(gray)
+    gx[:, :, 1:-1] = gray[:, :, 2:] - gray[:, :, :-2]
+    gy[:, 1:-1, :] = gray[:, 2:, :] - gray[:, :-2, :]
+    magnitude = np.hypot(gx, gy)
+    angle = np.mod(np.arctan2(gy, gx), np.pi)
+    orient = np.minimum((angle / np.pi * 9).astype(np.int64), 8)
+    cell_px = size // 4
+    yy, xx = np.mgrid[0:size, 0:size]
+    cell = (yy // cell_px) * 4 + xx // cell_px
+    index = np.arange(n)[:, None, None] * 144 + cell[None] * 9 + orient
+    grad = np.bincount(index.ravel(), weights=magnitude.ravel(),
+                       minlength=n * 144).reshape(n, 16, 9).astype(np.float32)
+    grad = l2_normalize(l2_normalize(grad).reshape(n, 144))
+    return l2_normalize(np.concatenate([colour, grad], axis=1)).astype(np.float32)
+
+
+def pick_device(name: str) -> str:
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("device cuda was asked for but no GPU is available")
+    return name
+
+
+class NetworkEmbedder:
+    """Pooled, L2-normalised features of a torchvision trunk loaded from a checkpoint."""
+
+    def __init__(self, checkpoint: str, backbone: str | None, image_size: int, device: str):
+        import torch
+
+        from training.backbones import load_backbone
+        try:
+            self.trunk = load_backbone(checkpoint, backbone)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        self.device = torch.device(pick_device(device))
+        self.trunk.eval().to(self.device)
+        self.image_size = image_size
+        self.name = self.trunk.name
+        self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+
+    def __call__(self, images: list[np.ndarray]) -> np.ndarray:
+        import torch
+        s = self.image_size
+        batch = np.stack([cv2.resize(im, (s, s), interpolation=cv2.INTER_LINEAR) for im in images])
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        x = (x.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
+        with torch.inference_mode():
+            feats = torch.nn.functional.normalize(self.trunk(x).float(), dim=1)
+        return feats.cpu().numpy()
+
+
+def make_embedder(cfg: GraphConfig):
+    """(function images -> vectors, model name, checkpoint path or None)."""
+    if cfg.embedding_model == HANDCRAFTED:
+        return handcrafted_descriptor, HANDCRAFTED, None
+    path = Path(cfg.embedding_model).expanduser().resolve()
+    if not path.is_file():
+        raise UsageError(f"embedding model is neither 'handcrafted' nor a checkpoint file: "
+                         f"{cfg.embedding_model}")
+    net = NetworkEmbedder(str(path), cfg.backbone, cfg.image_size, cfg.device)
+    return net, net.name, str(path)
+
+
+@dataclass
+class Embeddings:
+    crop_ids: np.ndarray      # sorted
+    vectors: np.ndarray       # (n, dim) float32, rows L2-normalised
+    model: str
+    checkpoint: str | None
+    set_ids: list[int]
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each crop id; -1 where the crop has no vector."""
+        ids = np.asarray(ids, np.int64)
+        if len(self.crop_ids) == 0:
+            return np.full(len(ids), -1, np.int64)
+        pos = np.minimum(np.searchsorted(self.crop_ids, ids), len(self.crop_ids) - 1)
+        return np.where(self.crop_ids[pos] == ids, pos, -1)
+
+
+def load_embeddings(store: Store, model: str | None = None,
+                    checkpoint: str | None = None) -> Embeddings | None:
+    """The joined embedding sets of one model + checkpoint (default: those of the newest
+    set); None when there is no such set. A crop embedded twice keeps its newest vector."""
+    with store.index.read() as conn:
+        sets = conn.execute(select(embedding_sets).order_by(embedding_sets.c.id)).mappings().all()
+    if model is not None:
+        sets = [s for s in sets if s["model"] == model and s["checkpoint"] == checkpoint]
+    if not sets:
+        return None
+    newest = sets[-1]
+    chain = [s for s in sets if s["model"] == newest["model"]
+             and s["checkpoint"] == newest["checkpoint"] and s["dim"] == newest["dim"]]
+    ids, vecs = [], []
+    for s in reversed(chain):  # newest first, so np.unique keeps the newest vector
+        path = store.root / s["path"]
+        if not path.is_file():
+            raise UsageError(f"embedding file of set {s['id']} is missing: {path}")
+        with np.load(path) as data:
+            ids.append(data["crop_ids"])
+            vecs.append(data["vectors"])
+    all_ids = np.concatenate(ids)
+    crop_ids, first = np.unique(all_ids, return_index=True)
+    return Embeddings(crop_ids, np.concatenate(vecs)[first].astype(np.float32),
+                      newest["model"], newest["checkpoint"], [s["id"] for s in chain])
+
+
+def embed(store: Store, cfg: GraphConfig, everything: bool = False,
+          progress: bool = True) -> dict:
+    """Embed the object crops that have no vector yet for this model (all with
+    ``everything``); one run row, one .npz, one embedding_sets row."""
+    with store.index.read() as conn:
+        rows = store.index.read_columns(conn, select(crops.c.id, crops.c.shard, crops.c.key)
+                                        .where(crops.c.kind == "object").order_by(crops.c.id),
+                                        dtypes={"id": np.int64, "shard": object, "key": object})
+    if len(rows["id"]) == 0:
+        raise UsageError("the index has no object crops yet (mine some videos first)")
+    embedder, model, checkpoint = make_embedder(cfg)
+    todo = np.ones(len(rows["id"]), bool)
+    if not everything:
+        known = load_embeddings(store, model, checkpoint)
+        if known is not None:
+            todo = known.rows_of(rows["id"]) < 0
+    ids = rows["id"][todo]
+    refs = list(zip(rows["shard"][todo], rows["key"][todo]))
+    config = to_dict(cfg) | {"model": model, "checkpoint": checkpoint, "everything": everything}
+    run_id = store.index.start_run("embed", config)
+    try:
+        t0 = time.perf_counter()
+        chunks = []
+        starts = range(0, len(ids), cfg.batch_size)
+        for start in tqdm(starts, desc="embed", unit="batch", file=sys.stderr,
+                          disable=not progress or len(ids) == 0):
+            blobs = store.reader.get_many(refs[start:start + cfg.batch_size])
+            chunks.append(embedder([decode_image(b) for b in blobs]))
+        seconds = time.perf_counter() - t0
+        summary = {"run_id": run_id, "model": model, "checkpoint": checkpoint,
+                   "embedded": len(ids), "already_embedded": int((~todo).sum()),
+                   "seconds": round(seconds, 3),
+                   "crops_per_s": round(len(ids) / seconds, 1) if seconds > 0 and len(ids) else None}
+        if len(ids):
+            vectors = np.concatenate(chunks).astype(np.float32)
+            rel = Path("embeddings") / f"{run_id}.npz"
+            path = store.subdir("embeddings") / f"{run_id}.npz"
+            tmp = path.with_name(f".{path.name}.tmp.npz")
+            np.savez(tmp, crop_ids=ids, vectors=vectors)
+            tmp.replace(path)
+            with store.index.write() as conn:
+                set_id = conn.execute(embedding_sets.insert().returning(embedding_sets.c.id), dict(
+                    run_id=run_id, model=model, checkpoint=checkpoint, dim=int(vectors.shape[1]),
+                    count=len(ids), path=str(rel), created_at=time.time())).scalar_one()
+            summary |= {"embedding_set": set_id, "dim": int(vectors.shape[1]), "path": str(path)}
+    except BaseException:
+        store.index.finish_run(run_id, "failed")
+        raise
+    store.index.finish_run(run_id, "done", summary)
+    return summary

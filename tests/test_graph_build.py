@@ -1,0 +1,222 @@
+"""Building the graph on real crops in real databases (SQLite and PostgreSQL)."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from graph.build import build, load_graph
+from graph.config import GraphConfig
+from graph.embed import embed
+from graph.inspect import explain
+from storage.cliutil import UsageError
+from storage.schema import crops, edges, pairs, runs
+from tests.conftest import SHARED_DATA
+from tests.factories import fill_store
+
+IMAGES = SHARED_DATA / "images" if (SHARED_DATA / "images").is_dir() else None
+
+
+def crop_table(store) -> dict[int, tuple[int, int]]:
+    with store.index.read() as conn:
+        return {i: (t, v) for i, t, v in conn.execute(
+            select(crops.c.id, crops.c.track_id, crops.c.video_id))}
+
+
+def pair_rows(store) -> list:
+    with store.index.read() as conn:
+        return conn.execute(select(pairs).order_by(pairs.c.id)).all()
+
+
+def brute_force_pairs(edge_rows) -> set[tuple[frozenset, str]]:
+    """The rule recomputed from the stored edges with plain sets."""
+    neighbours = defaultdict(set)
+    for e in edge_rows:
+        if e.kind == "intra":
+            neighbours[e.src].add(e.dst)
+            neighbours[e.dst].add(e.src)
+    kinds: dict[frozenset, str] = {}
+    rank = {"intra": 0, "inter": 1, "transitive": 2}
+
+    def offer(x, y, kind):
+        key = frozenset((x, y))
+        if key not in kinds or rank[kind] < rank[kinds[key]]:
+            kinds[key] = kind
+
+    for e in edge_rows:
+        offer(e.src, e.dst, e.kind)
+        if e.kind == "inter":
+            for b2 in neighbours[e.dst]:
+                offer(e.src, b2, "transitive")
+            for a2 in neighbours[e.src]:
+                offer(a2, e.dst, "transitive")
+                for b2 in neighbours[e.dst]:
+                    offer(a2, b2, "transitive")
+    return set(kinds.items())
+
+
+@pytest.mark.parametrize("mode", ["first_last", "stride"])
+def test_build_stores_exactly_the_rules_pairs_with_provenance(store, mode):
+    fill_store(store, n_videos=4, tracks_per_video=3, crops_per_track=4, seed=0, images_dir=IMAGES)
+    cfg = GraphConfig(intra_mode=mode, val_fraction=0.0, max_pairs_per_cluster=0, k=4)
+    embed(store, cfg, progress=False)
+    summary = build(store, cfg)
+    assert summary["new_inter_edges"] > 0 and summary["new_pairs"]["transitive"] > 0
+    with store.index.read() as conn:
+        edge_rows = conn.execute(select(edges)).all()
+    stored = pair_rows(store)
+    got = {(frozenset((p.anchor, p.positive)), p.kind) for p in stored}
+    assert len(got) == len(stored)  # no pair twice
+    assert got == brute_force_pairs(edge_rows)
+
+    info = crop_table(store)
+    for p in stored:  # explain walks anchor -> positive along real edges
+        report = explain(store, str(p.id))
+        chain = report["chain"]
+        assert chain[0]["src"] == p.anchor and chain[-1]["dst"] == p.positive
+        assert all(s["dst"] == t["src"] for s, t in zip(chain, chain[1:]))
+        assert p.edge_id in {s["edge"] for s in chain}
+        assert [s["kind"] for s in chain].count("inter") == (p.kind != "intra")
+        for s in chain:
+            same_track = info[s["src"]][0] == info[s["dst"]][0]
+            assert same_track == (s["kind"] == "intra")
+        assert len(chain) == 1 if p.kind != "transitive" else 2 <= len(chain) <= 3
+
+
+def test_inter_edges_join_other_tracks_and_videos_and_respect_the_cap(store):
+    fill_store(store, n_videos=4, tracks_per_video=3, crops_per_track=4, seed=1, images_dir=IMAGES)
+    cfg = GraphConfig(intra_mode="stride", max_inter_per_node=2, k=3)
+    embed(store, cfg, progress=False)
+    build(store, cfg)
+    info = crop_table(store)
+    with store.index.read() as conn:
+        inter = conn.execute(select(edges.c.src, edges.c.dst).where(edges.c.kind == "inter")).all()
+    assert inter
+    degree = defaultdict(int)
+    for a, b in inter:
+        assert info[a][0] != info[b][0] and info[a][1] != info[b][1]
+        degree[a] += 1
+        degree[b] += 1
+    assert max(degree.values()) <= 2
+
+
+def test_split_by_video_and_cap_per_cluster(store):
+    fill_store(store, n_videos=6, tracks_per_video=3, crops_per_track=4, seed=2, images_dir=IMAGES)
+    cfg = GraphConfig(intra_mode="stride", val_fraction=0.4, max_pairs_per_cluster=6, k=3)
+    embed(store, cfg, progress=False)
+    summary = build(store, cfg)
+    info = crop_table(store)
+    splits = defaultdict(set)
+    for p in pair_rows(store):
+        splits[p.split] |= {info[p.anchor][1], info[p.positive][1]}
+    assert splits["train"] and splits["val"] and not splits["train"] & splits["val"]
+    assert summary["dropped_pairs"]["cluster_cap"] > 0
+    g = load_graph(store)
+    cluster_of_edge = dict(zip(g.edge_id.tolist(), g.edge_cluster.tolist()))
+    per_cluster = defaultdict(int)
+    for kind, e in zip(g.pair_kind, g.pair_edge.tolist()):
+        if kind != "intra":
+            per_cluster[cluster_of_edge[e]] += 1
+    assert max(per_cluster.values()) <= 6
+
+
+def test_incremental_build_adds_only_new_pairs_and_rebuild_starts_over(store):
+    cfg = GraphConfig(intra_mode="stride", val_fraction=0.0, max_pairs_per_cluster=0, k=3)
+    fill_store(store, n_videos=3, tracks_per_video=3, crops_per_track=3, seed=3, images_dir=IMAGES)
+    embed(store, cfg, progress=False)
+    first = build(store, cfg)
+    before = {p.id: p for p in pair_rows(store)}
+    old_crops = set(crop_table(store))
+
+    nothing = build(store, cfg)
+    assert nothing["new_nodes"] == 0 and sum(nothing["new_pairs"].values()) == 0
+    assert {p.id for p in pair_rows(store)} == set(before)
+
+    fill_store(store, n_videos=2, tracks_per_video=3, crops_per_track=3, seed=4, images_dir=IMAGES)
+    with pytest.raises(UsageError, match="no handcrafted embedding"):
+        build(store, cfg)  # the new crops are not embedded yet
+    assert embed(store, cfg, progress=False)["embedded"] == 18
+    second = build(store, cfg)
+    assert second["new_nodes"] == 18 and first["new_nodes"] == 27
+    after = pair_rows(store)
+    assert {p.id: p for p in after if p.id in before} == before  # old pairs untouched
+    added = [p for p in after if p.id not in before]
+    assert len(added) == sum(second["new_pairs"].values()) > 0
+    assert all(p.anchor not in old_crops or p.positive not in old_crops for p in added)
+    keys = [frozenset((p.anchor, p.positive)) for p in after]
+    assert len(keys) == len(set(keys))
+    assert any(p.kind != "intra" and (p.anchor in old_crops or p.positive in old_crops)
+               for p in added)  # new crops do link to the old graph
+
+    with store.index.read() as conn:
+        graph_runs = conn.execute(select(runs.c.id).where(runs.c.kind == "graph")).scalars().all()
+    assert len(graph_runs) == 3  # each build is a run, the refused one none
+
+    with pytest.raises(UsageError, match="intra_mode"):
+        build(store, GraphConfig(intra_mode="first_last"))
+    rebuilt = build(store, GraphConfig(intra_mode="first_last", k=3), rebuild=True)
+    assert rebuilt["rebuild"] and rebuilt["new_nodes"] == rebuilt["nodes"] == 2 * 15
+    assert {p.run_id for p in pair_rows(store)} == {rebuilt["run_id"]}
+
+
+def test_a_failed_rebuild_loses_nothing(store):
+    cfg = GraphConfig(k=2)
+    fill_store(store, n_videos=2, tracks_per_video=2, crops_per_track=3, seed=5, images_dir=IMAGES)
+    embed(store, cfg, progress=False)
+    build(store, cfg)
+    before = pair_rows(store)
+    fill_store(store, n_videos=2, tracks_per_video=2, crops_per_track=3, seed=6, images_dir=IMAGES)
+    with pytest.raises(UsageError, match="embed"):
+        build(store, cfg, rebuild=True)
+    assert pair_rows(store) == before
+
+
+def test_remined_video_drops_its_old_nodes(store):
+    cfg = GraphConfig(k=2)
+    fill_store(store, n_videos=3, tracks_per_video=2, crops_per_track=3, seed=7, images_dir=IMAGES)
+    embed(store, cfg, progress=False)
+    build(store, cfg)
+    with store.index.write() as conn:  # what re-mining a video does first
+        conn.execute(crops.delete().where(crops.c.video_id == 1))
+    g = load_graph(store)
+    info = crop_table(store)
+    assert set(g.node) <= set(info)
+    assert set(g.pair_anchor) | set(g.pair_positive) <= set(info)
+    assert build(store, cfg)["new_nodes"] == 0
+
+
+def test_build_without_embeddings_or_crops_is_a_clear_error(store):
+    with pytest.raises(UsageError, match="no object crops"):
+        build(store, GraphConfig())
+    fill_store(store, n_videos=2, tracks_per_video=2, crops_per_track=2, seed=8, images_dir=IMAGES)
+    with pytest.raises(UsageError, match="no embeddings yet"):
+        build(store, GraphConfig())
+
+
+def test_mutual_knn_clustering(store):
+    fill_store(store, n_videos=4, tracks_per_video=3, crops_per_track=4, seed=9, images_dir=IMAGES)
+    cfg = GraphConfig(clustering="mutual_knn", knn_k=3, knn_threshold=0.0, intra_mode="stride")
+    embed(store, cfg, progress=False)
+    summary = build(store, cfg)
+    assert summary["new_inter_edges"] > 0
+    g = load_graph(store)
+    inter = g.edge_kind == "inter"
+    a, b = g.index_of(g.edge_src[inter]), g.index_of(g.edge_dst[inter])
+    assert (g.fine[a] == g.fine[b]).all()  # an edge lies inside its component
+    # more videos join the existing components or start new ones
+    fill_store(store, n_videos=2, tracks_per_video=3, crops_per_track=4, seed=10, images_dir=IMAGES)
+    embed(store, cfg, progress=False)
+    assert build(store, cfg)["new_nodes"] == 24
+
+
+def test_two_level_clustering_labels_are_global(store):
+    fill_store(store, n_videos=4, tracks_per_video=3, crops_per_track=3, seed=11, images_dir=IMAGES)
+    cfg = GraphConfig(clustering="two_level", coarse_k=2, fine_k=3)
+    embed(store, cfg, progress=False)
+    build(store, cfg)
+    g = load_graph(store)
+    for fine in np.unique(g.fine):  # each fine cluster lies inside one coarse cluster
+        assert len(np.unique(g.coarse[g.fine == fine])) == 1
+    assert len(np.unique(g.fine)) > len(np.unique(g.coarse))

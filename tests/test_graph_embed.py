@@ -1,0 +1,83 @@
+"""Crop embeddings: the hand-crafted descriptor and a network loaded from a checkpoint."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sqlalchemy import select
+
+from graph.config import GraphConfig
+from graph.embed import embed, handcrafted_descriptor, load_embeddings
+from storage.cliutil import UsageError
+from storage.schema import embedding_sets, runs
+from tests.factories import fill_store
+from tests.test_graph_build import IMAGES
+from training.backbones import build_backbone, save_backbone
+
+
+def test_handcrafted_descriptor_puts_one_instance_closer_than_others(sqlite_store):
+    truth = fill_store(sqlite_store, n_videos=6, tracks_per_video=3, crops_per_track=5, seed=0,
+                       images_dir=IMAGES)
+    embed(sqlite_store, GraphConfig(), progress=False)
+    emb = load_embeddings(sqlite_store)
+    assert emb.model == "handcrafted" and emb.vectors.shape == (90, 336)
+    assert np.allclose(np.linalg.norm(emb.vectors, axis=1), 1, atol=1e-5)
+    instance = np.array([truth["instance"][int(i)] for i in emb.crop_ids])
+    sim = emb.vectors @ emb.vectors.T
+    same = instance[:, None] == instance[None, :]
+    off_diagonal = ~np.eye(len(instance), dtype=bool)
+    assert sim[same & off_diagonal].mean() > sim[~same].mean() + 0.1
+    np.fill_diagonal(sim, -np.inf)
+    nearest_same = same[np.arange(len(instance)), sim.argmax(1)].mean()
+    chance = same[off_diagonal].mean()
+    assert nearest_same > 0.8 > 3 * chance
+
+
+def test_handcrafted_descriptor_ignores_size_and_is_batch_independent():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (80, 120, 3), np.uint8)
+    one = handcrafted_descriptor([img])
+    many = handcrafted_descriptor([rng.integers(0, 255, (30, 30, 3), np.uint8), img])
+    assert np.allclose(one[0], many[1], atol=1e-6)
+    assert np.isfinite(handcrafted_descriptor([np.zeros((10, 10, 3), np.uint8)])).all()
+
+
+def test_network_embedding_from_a_saved_checkpoint(sqlite_store, tmp_path):
+    fill_store(sqlite_store, n_videos=2, tracks_per_video=2, crops_per_track=3, seed=1,
+               images_dir=IMAGES)
+    torch.manual_seed(0)
+    trunk = build_backbone("resnet18")
+    ckpt = tmp_path / "trunk.pt"
+    save_backbone(ckpt, trunk, epoch=3)
+    cfg = GraphConfig(embedding_model=str(ckpt), image_size=64, batch_size=5, device="auto")
+    summary = embed(sqlite_store, cfg, progress=False)
+    assert summary["embedded"] == 12 and summary["dim"] == 512 and summary["model"] == "resnet18"
+    emb = load_embeddings(sqlite_store)
+    assert emb.checkpoint == str(ckpt.resolve()) and emb.vectors.shape == (12, 512)
+    # the same crops through the trunk by hand give the same vectors
+    from graph.embed import NetworkEmbedder
+    from storage.sheets import load_crops
+    images = load_crops(sqlite_store, emb.crop_ids[:3].tolist())
+    direct = NetworkEmbedder(str(ckpt), None, 64, "cpu")([images[int(i)] for i in emb.crop_ids[:3]])
+    assert np.allclose(direct, emb.vectors[:3], atol=1e-4)
+    # a second run has nothing new; provenance is recorded
+    assert embed(sqlite_store, cfg, progress=False)["embedded"] == 0
+    with sqlite_store.index.read() as conn:
+        row = conn.execute(select(embedding_sets)).one()
+        kind = conn.execute(select(runs.c.kind).where(runs.c.id == row.run_id)).scalar_one()
+    assert (row.model, row.dim, row.count, kind) == ("resnet18", 512, 12, "embed")
+    assert (sqlite_store.root / row.path).is_file()
+
+
+def test_plain_state_dict_needs_its_backbone_name(sqlite_store, tmp_path):
+    fill_store(sqlite_store, n_videos=2, tracks_per_video=2, crops_per_track=2, seed=2,
+               images_dir=IMAGES)
+    plain = tmp_path / "plain.pt"
+    torch.save(build_backbone("resnet18").net.state_dict(), plain)
+    with pytest.raises(UsageError, match="backbone"):
+        embed(sqlite_store, GraphConfig(embedding_model=str(plain)), progress=False)
+    summary = embed(sqlite_store, GraphConfig(embedding_model=str(plain), backbone="resnet18",
+                                              image_size=32), progress=False)
+    assert summary["embedded"] == 8
+    with pytest.raises(UsageError, match="neither"):
+        embed(sqlite_store, GraphConfig(embedding_model=str(tmp_path / "missing.pt")), progress=False)
