@@ -1,0 +1,341 @@
+"""The local executor: worker processes that claim, mine and commit videos, and the
+supervisor that feeds them, replaces the ones that die and enforces the time limit.
+
+A worker owns one LMDB shard (writers never contend) and loops: claim a video with a lease,
+renew the lease from a heartbeat thread, mine it, commit it (bytes, then rows, then done).
+Decoding hostile files can crash natively or hang, so the supervisor watches each worker:
+a worker killed by a crash signal, or past the per-video limit, fails its video with the
+reason and is replaced. SIGTERM/SIGINT make workers give their video back (pending) and
+seal their shard.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+
+from storage.errors import DatabaseError, StorageError, StoreFullError
+from storage.ingest import LeaseLost, commit_video
+from storage.store import StorageConfig, Store
+
+from .config import MiningConfig
+from .decode import MiningStopped, VideoRejected, quiet_logging
+from .discover import StabilityWatch, content_hash, duplicate_of, register, scan
+from .pipeline import MiningStats, mine_video
+
+# Deaths that mean the decoder crashed on this file: fail the video rather than retry it.
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL}
+PROGRESS_EVERY = 200  # decoded frames between progress events
+TIMEOUT_GRACE_S = 10.0  # the worker's own deadline fires first; the supervisor kills after
+
+
+def owner_name() -> str:
+    """Lease owner: host and pid (so a person can find the process), plus a random tag."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the lease until stopped; notes when the lease was lost."""
+
+    def __init__(self, store: Store, video_id: int, owner: str, cfg: MiningConfig):
+        super().__init__(daemon=True)
+        self.store, self.video_id, self.owner, self.cfg = store, video_id, owner, cfg
+        self.done = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        while not self.done.wait(self.cfg.heartbeat_s):
+            try:
+                if not self.store.index.renew_lease(self.video_id, self.owner, self.cfg.lease_s):
+                    self.lost = True
+                    return
+            except StorageError:
+                pass  # a database hiccup: try again at the next beat; the lease has slack
+
+
+def mine_one(store: Store, writer_box: list, video: dict, owner: str, cfg: MiningConfig,
+             run_id: int | None, stop_reason, on_frames=None) -> dict:
+    """Mine and commit one claimed video. Returns an event dict (status, counts, reason)."""
+    vid, path = video["id"], video["path"]
+    started = time.time()
+    event = {"video_id": vid, "path": path, "tracks": 0, "crops": 0, "frames": 0}
+    beat = _Heartbeat(store, vid, owner, cfg)
+    beat.start()
+    frames_seen = [0]
+
+    def should_stop() -> str | None:
+        frames_seen[0] += 1
+        if on_frames is not None and frames_seen[0] % PROGRESS_EVERY == 0:
+            on_frames(PROGRESS_EVERY)
+        if beat.lost:
+            return "lease lost"
+        if time.time() - started > cfg.video_timeout_s:
+            return f"timed out after {cfg.video_timeout_s:.0f} s (video_timeout_s)"
+        return stop_reason()
+
+    try:
+        try:
+            digest = content_hash(path)
+        except OSError as exc:
+            raise VideoRejected(f"cannot read file: {exc.strerror}") from exc
+        if (other := duplicate_of(store.index, vid, digest)) is not None:
+            store.index.release_video(vid, owner, "skipped", error=f"same content as {other}")
+            return {**event, "status": "skipped", "reason": f"same content as {other}"}
+        stats = MiningStats()
+        result = mine_video(path, cfg, store.cfg.jpeg_quality, should_stop, stats)
+        result.meta["run_id"] = run_id
+        if writer_box[0] is None:
+            writer_box[0] = store.new_writer("mine")
+        tracks, _ = commit_video(store.index, writer_box[0], vid, owner, result)
+        crops = sum(len(t.crops) for t in result.tracks)
+        return {**event, "status": "done", "tracks": tracks, "crops": crops,
+                "frames": stats.frames_decoded, "seconds": time.time() - started}
+    except VideoRejected as exc:
+        store.index.release_video(vid, owner, "failed", error=str(exc))
+        return {**event, "status": "failed", "reason": str(exc)}
+    except MiningStopped as exc:
+        reason = str(exc)
+        if reason.startswith("timed out"):
+            store.index.release_video(vid, owner, "failed", error=reason)
+            return {**event, "status": "failed", "reason": reason}
+        if reason != "lease lost":
+            store.index.release_video(vid, owner, "pending")
+        return {**event, "status": "released", "reason": reason}
+    except LeaseLost as exc:
+        return {**event, "status": "released", "reason": str(exc)}
+    except (StoreFullError, DatabaseError):
+        raise
+    except Exception as exc:  # an unexpected error on one file must not stop the others
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        store.index.release_video(vid, owner, "failed", error=reason[:300])
+        return {**event, "status": "failed", "reason": reason[:300]}
+    finally:
+        beat.done.set()
+
+
+def worker_main(wid: int, storage_cfg: StorageConfig, cfg: MiningConfig, run_id: int | None,
+                daemon: bool, events: mp.Queue) -> None:
+    """Entry of a worker process (spawned)."""
+    quiet_logging()
+    cv2.setNumThreads(1)
+    stopping: list[str] = []
+
+    def on_signal(signum, _frame):
+        stopping.append(f"stopped by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    owner = owner_name()
+    writer_box: list = [None]
+    store = None
+    try:
+        store = Store(storage_cfg, migrate=False)
+        while not stopping:
+            video = store.index.claim_video(owner, cfg.lease_s, cfg.max_attempts)
+            if video is None:
+                counts = store.index.video_counts()
+                if not daemon and counts["pending"] == 0 and counts["claimed"] == 0:
+                    break
+                time.sleep(min(cfg.poll_s, 1.0))
+                continue
+            events.put({"kind": "start", "wid": wid, "video_id": video["id"], "owner": owner,
+                        "path": video["path"], "t0": time.time()})
+            result = mine_one(store, writer_box, video, owner, cfg, run_id,
+                              lambda: stopping[0] if stopping else None,
+                              lambda n: events.put({"kind": "frames", "wid": wid, "n": n}))
+            events.put({"kind": "end", "wid": wid, **result})
+    except StorageError as exc:
+        events.put({"kind": "fatal", "wid": wid, "reason": str(exc)})
+        raise SystemExit(3)
+    finally:
+        if store is not None:
+            if writer_box[0] is not None:
+                store.seal(writer_box[0])
+            store.close()
+
+
+@dataclass
+class RunSummary:
+    done: int = 0
+    failed: dict[str, str] = field(default_factory=dict)      # path -> reason
+    skipped: dict[str, str] = field(default_factory=dict)
+    released: int = 0
+    tracks: int = 0
+    crops: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    workers_replaced: int = 0
+    fatal: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"done": self.done, "failed": len(self.failed), "skipped": len(self.skipped),
+                "released": self.released, "tracks": self.tracks, "crops": self.crops,
+                "frames": self.frames, "seconds": round(self.seconds, 2),
+                "frames_per_s": round(self.frames / self.seconds, 1) if self.seconds else 0.0,
+                "workers_replaced": self.workers_replaced, "fatal": self.fatal,
+                "failures": self.failed, "skips": self.skipped}
+
+
+class Supervisor:
+    """Runs ``cfg.workers`` worker processes over the videos of ``video_dir``.
+
+    ``daemon=False``: mine what is there (waiting for half-copied files to settle) and return.
+    ``daemon=True``: keep watching the folder until ``stop()`` or SIGTERM/SIGINT.
+    """
+
+    def __init__(self, store: Store, cfg: MiningConfig, video_dir: str | Path, *,
+                 daemon: bool = False, run_id: int | None = None, progress=None):
+        self.store, self.cfg, self.video_dir = store, cfg, Path(video_dir)
+        self.daemon, self.run_id, self.progress = daemon, run_id, progress
+        self.ctx = mp.get_context("spawn")
+        self.events = self.ctx.Queue()
+        self.workers: dict[int, mp.Process] = {}
+        self.current: dict[int, dict] = {}
+        self.summary = RunSummary()
+        self.watch = StabilityWatch(cfg.stable_s)
+        self._stopping = False
+        self._next_wid = 0
+
+    def stop(self, *_args) -> None:
+        self._stopping = True
+
+    def _scan(self) -> int:
+        """Register stable files; return how many found files are not stable yet."""
+        found = scan(self.video_dir)
+        ready = self.watch.ready(found)
+        register(self.store.index, ready)
+        return len(found) - len(ready)
+
+    def _start_worker(self) -> None:
+        wid = self._next_wid
+        self._next_wid += 1
+        proc = self.ctx.Process(target=worker_main, name=f"vidmine-worker-{wid}", args=(
+            wid, self.store.cfg, self.cfg, self.run_id, self.daemon, self.events))
+        proc.start()
+        self.workers[wid] = proc
+
+    def _handle(self, ev: dict) -> None:
+        kind, wid = ev["kind"], ev["wid"]
+        if kind == "start":
+            self.current[wid] = ev
+        elif kind == "frames":
+            self.summary.frames += ev["n"]
+            if self.progress:
+                self.progress.frames(ev["n"])
+        elif kind == "end":
+            self.current.pop(wid, None)
+            s = self.summary
+            status = ev["status"]
+            if status == "done":
+                s.done += 1
+                s.tracks += ev["tracks"]
+                s.crops += ev["crops"]
+                s.frames += ev["frames"] % PROGRESS_EVERY
+                if self.progress:
+                    self.progress.frames(ev["frames"] % PROGRESS_EVERY)
+            elif status == "failed":
+                s.failed[ev["path"]] = ev["reason"]
+            elif status == "skipped":
+                s.skipped[ev["path"]] = ev["reason"]
+            else:
+                s.released += 1
+            if self.progress and status != "released":
+                self.progress.video(status)
+        elif kind == "fatal":
+            self.summary.fatal = ev["reason"]
+            self._stopping = True
+
+    def _fail_current(self, wid: int, reason: str) -> None:
+        held = self.current.pop(wid, None)
+        if held is None:
+            return
+        if self.store.index.release_video(held["video_id"], held["owner"], "failed", error=reason):
+            self.summary.failed[held["path"]] = reason
+            if self.progress:
+                self.progress.video("failed")
+
+    def _reap(self) -> None:
+        now = time.time()
+        for wid, held in list(self.current.items()):
+            if now - held["t0"] > self.cfg.video_timeout_s + TIMEOUT_GRACE_S:
+                proc = self.workers.get(wid)
+                if proc is not None and proc.is_alive():
+                    proc.kill()
+                    proc.join(5)
+                self._drain()
+                self._fail_current(wid, f"timed out after {self.cfg.video_timeout_s:.0f} s "
+                                        "(worker killed)")
+        for wid, proc in list(self.workers.items()):
+            if proc.is_alive():
+                continue
+            proc.join()
+            self._drain()
+            del self.workers[wid]
+            code = proc.exitcode
+            if code is not None and code < 0 and -code in {int(s) for s in CRASH_SIGNALS}:
+                name = signal.Signals(-code).name
+                self._fail_current(wid, f"worker crashed ({name}) while mining this video")
+            # Any other death (SIGKILL from outside, OOM): the lease expires and the video is
+            # mined again from scratch by whoever claims it next (max_attempts bounds that).
+            self.current.pop(wid, None)
+            if code != 0:
+                self.summary.workers_replaced += 1
+
+    def _drain(self, timeout: float = 0.0) -> None:
+        while True:
+            try:
+                self._handle(self.events.get(timeout=timeout))
+            except queue.Empty:
+                return
+            timeout = 0.0
+
+    def run(self) -> RunSummary:
+        t0 = time.time()
+        unstable = self._scan()
+        last_scan = time.time()
+        try:
+            while True:
+                self._drain(timeout=0.5)
+                self._reap()
+                if self._stopping:
+                    break
+                if time.time() - last_scan >= (self.cfg.poll_s if self.daemon else 1.0) \
+                        and (self.daemon or unstable):
+                    unstable = self._scan()
+                    last_scan = time.time()
+                counts = self.store.index.video_counts()
+                if self.progress:
+                    self.progress.total(sum(counts[k] for k in ("pending", "claimed"))
+                                        + self.progress.finished)
+                work = counts["pending"] + counts["claimed"]
+                if self.daemon or work:
+                    while len(self.workers) < min(self.cfg.workers, max(work, 1)):
+                        self._start_worker()
+                elif not self.workers and not unstable:
+                    break
+        finally:
+            self._shutdown()
+            self.summary.seconds = time.time() - t0
+        return self.summary
+
+    def _shutdown(self) -> None:
+        for proc in self.workers.values():
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: the worker releases its video and seals its shard
+        deadline = time.time() + 30
+        for proc in self.workers.values():
+            proc.join(max(0.1, deadline - time.time()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        self._drain()
+        self.workers.clear()
