@@ -1,0 +1,109 @@
+"""The MoCo v2 augmentations: per image (CPU workers) and batched (the GPU path, whose
+arithmetic runs on any device; only nvjpeg decoding needs CUDA)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from storage.codec import encode_image
+from training.augment import BatchAugment, CpuAugment, cpu_transform, normalize
+from training.data import bytes_tensor
+
+OFF = {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "p_jitter": 0.0, "p_gray": 0.0, "p_blur": 0.0,
+       "p_flip": 0.0}
+
+
+def _images(sizes=((48, 48), (48, 48), (40, 64), (64, 40)), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in sizes]
+
+
+def test_cpu_recipe_gives_fixed_size_uint8_and_follows_the_seed():
+    t = cpu_transform(32)
+    img = _images()[2]
+    outs = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        outs.append(t(img))
+    assert outs[0].shape == (3, 32, 32) and outs[0].dtype == torch.uint8
+    assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], outs[2])
+
+
+def test_batched_crop_with_everything_off_is_the_image_itself():
+    """Also beside larger images: the zero padding of the batch canvas never bleeds in."""
+    imgs = _images(((48, 48), (48, 48), (96, 130), (60, 48)))
+    out = BatchAugment(48, **OFF)(imgs, torch.Generator().manual_seed(0))
+    assert torch.allclose(out[:2] * 255, torch.stack(imgs[:2]).float(), atol=1e-3)
+    # 60x48 with ratio 1: the centred 48x48 square, rows 6..54.
+    assert torch.allclose(out[3] * 255, imgs[3][:, 6:54].float(), atol=1e-3)
+
+
+def test_batched_downscale_averages_whole_bins():
+    """Half size = the mean of each 2x2 block (no aliasing from point sampling)."""
+    imgs = _images(((64, 64),) * 2)
+    out = BatchAugment(32, **OFF)(imgs, torch.Generator().manual_seed(0))
+    expected = F.avg_pool2d(torch.stack(imgs).float() / 255, 2)
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_batched_flip_and_grayscale():
+    imgs = _images(((32, 32),) * 2)
+    g = torch.Generator().manual_seed(0)
+    flipped = BatchAugment(32, **{**OFF, "p_flip": 1.0})(imgs, g)
+    assert torch.allclose(flipped * 255, torch.stack(imgs).float().flip(-1), atol=1e-3)
+    gray = BatchAugment(32, **{**OFF, "p_gray": 1.0})(imgs, g)
+    assert torch.allclose(gray[:, 0], gray[:, 1]) and torch.allclose(gray[:, 1], gray[:, 2])
+
+
+def test_batched_recipe_mixed_sizes_range_and_determinism():
+    imgs = _images()
+    aug = BatchAugment(32)
+    a = aug(imgs, torch.Generator().manual_seed(3))
+    b = aug(imgs, torch.Generator().manual_seed(3))
+    c = aug(imgs, torch.Generator().manual_seed(4))
+    assert a.shape == (4, 3, 32, 32)
+    assert a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # Jitter on (p=1) with a zero-strength hue rotation keeps a gray image gray.
+    gray = [torch.full((3, 40, 40), 120, dtype=torch.uint8)]
+    out = BatchAugment(32, **{**OFF, "p_jitter": 1.0})(gray, torch.Generator().manual_seed(0))
+    assert (out.amax(1) - out.amin(1)).max() < 1e-4
+
+
+def test_decode_then_augment_on_cpu():
+    rgb = np.random.default_rng(0).integers(0, 256, (48, 56, 3), dtype=np.uint8)
+    blobs = [bytes_tensor(encode_image(rgb))] * 2
+    decoded = decode_jpeg(blobs, mode=ImageReadMode.RGB)
+    assert decoded[0].shape == (3, 48, 56)
+    x = BatchAugment(32).decode_and_augment(blobs, "cpu", torch.Generator().manual_seed(0))
+    assert x.shape == (2, 3, 32, 32) and torch.isfinite(x).all()
+    assert torch.allclose(normalize(torch.zeros(1, 3, 2, 2, dtype=torch.uint8))[0, :, 0, 0],
+                          -torch.tensor([0.485, 0.456, 0.406]) / torch.tensor([0.229, 0.224, 0.225]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA device for nvjpeg decoding; this machine has none")
+def test_nvjpeg_decode_and_gpu_augment():
+    rgb = np.random.default_rng(0).integers(0, 256, (48, 56, 3), dtype=np.uint8)
+    blobs = [bytes_tensor(encode_image(rgb))] * 4
+    on_gpu = decode_jpeg(blobs, mode=ImageReadMode.RGB, device="cuda")
+    on_cpu = decode_jpeg(blobs, mode=ImageReadMode.RGB)
+    assert on_gpu[0].is_cuda
+    assert (on_gpu[0].cpu().int() - on_cpu[0].int()).abs().max() <= 2  # IDCTs may differ by LSBs
+    x = BatchAugment(32).decode_and_augment(blobs, "cuda", torch.Generator("cuda").manual_seed(0),
+                                            channels_last=True)
+    assert x.is_cuda and x.shape == (4, 3, 32, 32) and torch.isfinite(x).all()
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_cpu_loader_recipes_give_uint8_batches():
+    imgs = _images()
+    for kind in ("v2", "batched"):
+        torch.manual_seed(0)
+        out = CpuAugment(32, kind)(imgs)
+        assert out.shape == (4, 3, 32, 32) and out.dtype == torch.uint8
+    with pytest.raises(ValueError, match="v2 or batched"):
+        CpuAugment(32, "pil")

@@ -1,0 +1,139 @@
+"""Objectives: triplet ranking (2015 code) and MoCo v2 InfoNCE, queue and momentum encoder."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.losses import forbidden_negatives, info_nce, select_negatives, triplet_loss
+from training.models import MoCo, TripletNet
+
+
+def _one_hot_pairs(b: int, dim: int = 16, jitter: float = 0.0):
+    """Pair i = (e_i, e_i + noise): positives nearly identical, other pairs orthogonal."""
+    a = torch.eye(dim)[:b]
+    p = a + jitter * torch.randn(b, dim, generator=torch.Generator().manual_seed(0))
+    ids = torch.arange(b)
+    none = torch.full((b,), -1)
+    return a, p, forbidden_negatives(ids, ids, none, none)
+
+
+def test_triplet_zero_when_positives_closer_by_the_margin():
+    a, p, forbidden = _one_hot_pairs(6, jitter=0.01)
+    # D(a,p) ~ 0, D(a,n) = D(p,n) ~ 1 for every negative: 1 > 0 + 0.5, no loss.
+    assert triplet_loss(a, p, forbidden, margin=0.5, k=4).item() == pytest.approx(0.0, abs=1e-6)
+    # With margin 1.5 each (pair, negative) slot costs two hinges of exactly 0.5.
+    a, p, forbidden = _one_hot_pairs(6)
+    assert triplet_loss(a, p, forbidden, margin=1.5, k=4).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_triplet_hinge_is_symmetric():
+    """A negative close to the positive but far from the anchor is still penalised."""
+    a = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    p = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # D(a0, p0) = 1
+    ids, none = torch.arange(2), torch.full((2,), -1)
+    forbidden = forbidden_negatives(ids, ids, none, none)
+    # Pair 0's negatives are a1 = p1 = e3: D(a0,n) = 1, D(p0,n) = 1. With margin 0.5 each
+    # hinge is 1 - 1 + 0.5 = 0.5; pair 1 (D(a,p) = 0) against e1 or e2: 0 - 1 + 0.5 < 0.
+    loss = triplet_loss(a, p, forbidden, margin=0.5, k=2)
+    assert loss.item() == pytest.approx((2 * 1.0 + 2 * 0.0) / 4, abs=1e-6)
+
+
+def test_triplet_gradient_moves_pairs_together():
+    a, p, forbidden = _one_hot_pairs(6, jitter=0.5)
+    a.requires_grad_(True)
+    p.requires_grad_(True)
+    lr = 0.5
+    before = triplet_loss(a, p, forbidden, margin=1.0)
+    before.backward()
+    with torch.no_grad():
+        after = triplet_loss(a - lr * a.grad, p - lr * p.grad, forbidden, margin=1.0)
+    assert after < before
+
+
+def test_negatives_never_from_the_pairs_tracks_or_clusters():
+    g = torch.Generator().manual_seed(1)
+    b = 32
+    a_group, p_group = torch.randint(0, 10, (b,), generator=g), torch.randint(0, 10, (b,), generator=g)
+    a_cl, p_cl = torch.randint(-1, 5, (b,), generator=g), torch.randint(-1, 5, (b,), generator=g)
+    forbidden = forbidden_negatives(a_group, p_group, a_cl, p_cl)
+    closeness = torch.randn(b, 2 * b, generator=g)
+    idx, valid = select_negatives(closeness, forbidden, 4, g)
+    groups, cl = torch.cat([a_group, p_group]), torch.cat([a_cl, p_cl])
+    assert valid.any()
+    for i in range(b):
+        for n, ok in zip(idx[i].tolist(), valid[i].tolist()):
+            if not ok:
+                continue
+            assert groups[n] not in (a_group[i], p_group[i])
+            assert cl[n] < 0 or cl[n] not in (a_cl[i], p_cl[i])
+            assert n not in (i, i + b)
+        allowed = (~forbidden[i]).nonzero().flatten()
+        assert len(set(idx[i][valid[i]].tolist())) == min(4, len(allowed))  # distinct picks
+        if len(allowed) >= 2:  # the hard half is the closest allowed candidates
+            best = allowed[closeness[i, allowed].argsort(descending=True)[:2]]
+            assert set(idx[i, :2].tolist()) == set(best.tolist())
+
+
+def test_random_negatives_follow_the_generator():
+    forbidden = torch.zeros(4, 64, dtype=torch.bool)
+    closeness = torch.zeros(4, 64)
+    picks = [select_negatives(closeness, forbidden, 4, torch.Generator().manual_seed(s))[0][:, 2:]
+             for s in (0, 0, 1)]
+    assert torch.equal(picks[0], picks[1]) and not torch.equal(picks[0], picks[2])
+
+
+def test_too_few_allowed_negatives_are_flagged_invalid():
+    groups = torch.tensor([0, 0, 0, 1])
+    none = torch.full((4,), -1)
+    forbidden = forbidden_negatives(groups, groups, none, none)
+    _, valid = select_negatives(torch.randn(4, 8), forbidden, 4)
+    assert valid[:3].sum(1).tolist() == [2, 2, 2]  # pairs 0-2 may use only a3 and p3
+    assert valid[3].sum().item() == 4              # pair 3 has six allowed candidates
+    assert torch.isfinite(triplet_loss(torch.randn(4, 8), torch.randn(4, 8), forbidden))
+
+
+def test_info_nce_matches_the_direct_formula():
+    g = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(5, 8, generator=g), dim=1)
+    k = F.normalize(torch.randn(5, 8, generator=g), dim=1)
+    queue = F.normalize(torch.randn(8, 30, generator=g), dim=0)
+    t = 0.2
+    direct = 0.0
+    for i in range(5):
+        pos = math.exp(float(q[i] @ k[i]) / t)
+        neg = sum(math.exp(float(q[i] @ queue[:, j]) / t) for j in range(30))
+        direct += -math.log(pos / (pos + neg))
+    assert info_nce(q, k, queue, t).item() == pytest.approx(direct / 5, rel=1e-5)
+
+
+def test_moco_queue_wraps_and_key_encoder_follows_by_momentum():
+    torch.manual_seed(0)
+    model = MoCo("resnet18", dim=8, queue=10, momentum=0.9)
+    keys = F.normalize(torch.randn(4, 8), dim=1)
+    for _ in range(3):  # 12 keys into a queue of 10: the last two overwrite slots 0 and 1
+        model._enqueue(keys)
+    assert model.queue_ptr.item() == 2
+    assert torch.allclose(model.queue[:, 0], keys[2]) and torch.allclose(model.queue[:, 9], keys[1])
+    q0 = next(model.encoder_q.parameters())
+    k0 = next(model.encoder_k.parameters())
+    with torch.no_grad():
+        q0.add_(1.0)
+    expected = 0.9 * k0.detach().clone() + 0.1 * q0.detach()
+    model._momentum_update()
+    assert torch.allclose(k0, expected, atol=1e-6)
+    assert not any(p.requires_grad for p in model.encoder_k.parameters())
+
+
+def test_models_return_a_loss_with_gradients_only_for_the_query_side():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    meta = {"a_group": torch.arange(4), "p_group": torch.arange(4),
+            "a_cluster": torch.full((4,), -1), "p_cluster": torch.full((4,), -1)}
+    for model in (MoCo("resnet18", dim=8, queue=16), TripletNet("resnet18", embed_dim=16)):
+        loss = model(x, x + 0.1 * torch.randn_like(x), meta)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert model.trunk.net.conv1.weight.grad is not None

@@ -1,0 +1,171 @@
+"""The trainer and vidmine-train: learning, checkpoints, exact resume, SIGTERM, DDP, errors."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from storage.cliutil import UsageError
+from tests.test_training_fixtures import SMALL, open_train_store
+from training.backbones import load_backbone
+from training.cli import main
+from training.config import TrainConfig
+from training.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def train_store(tmp_path):
+    yield from open_train_store(tmp_path)
+
+
+def _losses(out: Path) -> list[float]:
+    with (out / "log.csv").open() as fh:
+        return [float(r["loss"]) for r in csv.DictReader(fh)]
+
+
+@pytest.mark.slow
+def test_triplet_training_lowers_the_loss_and_checkpoint_loads(train_store, tmp_path):
+    store, _ = train_store
+    cfg = TrainConfig(**{**SMALL, "objective": "triplet", "positives": "intra:1,tracker:1",
+                         "steps": 20, "lr": 1.0})
+    trainer = Trainer(cfg, store, tmp_path / "out")
+    summary = trainer.fit(progress=False)
+    assert summary["status"] == "done" and summary["step"] == 20
+    losses = _losses(tmp_path / "out")
+    assert len(losses) == 20
+    assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6])
+    trunk = load_backbone(tmp_path / "out" / "final.pt")
+    trunk.eval()
+    trainer.net.trunk.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(trunk(x), trainer.net.trunk(x))
+    with store.index.read() as conn:
+        from sqlalchemy import select
+
+        from storage.schema import runs
+        row = conn.execute(select(runs.c.status, runs.c.summary).where(
+            runs.c.id == summary["run_id"])).one()
+    assert row.status == "done" and json.loads(row.summary)["checkpoint"].endswith("final.pt")
+
+
+@pytest.mark.parametrize("objective,workers", [("moco", 0), ("triplet", 2)])
+def test_resume_is_exact(train_store, tmp_path, objective, workers):
+    """N steps at once == N/2 steps, a fresh process state, then N/2 more from the checkpoint."""
+    store, _ = train_store
+    cfg = TrainConfig(**{**SMALL, "objective": objective, "positives": "intra:1,temporal:1",
+                         "steps": 4, "workers": workers, "warmup_steps": 2})
+    straight = Trainer(cfg, store, tmp_path / "straight")
+    straight.fit(progress=False)
+    half = Trainer(cfg, store, tmp_path / "halves")
+    assert half.fit(progress=False, until=2)["status"] == "stopped"
+    assert not (tmp_path / "halves" / "final.pt").exists()
+    with pytest.raises(UsageError, match="already holds a checkpoint; pass --resume"):
+        Trainer(cfg, store, tmp_path / "halves")
+    torch.manual_seed(12345)  # whatever the process did in between must not matter
+    resumed = Trainer(cfg, store, tmp_path / "halves", resume=True)
+    assert resumed.step == 2
+    resumed.fit(progress=False)
+    a, b = straight.net.state_dict(), resumed.net.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert _losses(tmp_path / "straight") == _losses(tmp_path / "halves")
+
+
+def _cli_args(workdir: Path, *extra: str) -> list[str]:
+    return ["--workdir", str(workdir), "--image-size", "32", "--batch-size", "8",
+            "--workers", "0", "--moco-queue", "64", "--min-gap", "1", "--log-every", "1",
+            "--warmup-steps", "0", *extra]
+
+
+def test_sigterm_writes_a_checkpoint_and_resume_continues(train_store, tmp_path):
+    store, _ = train_store
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "training.cli", *_cli_args(
+        store.root, "--objective", "moco", "--positives", "tracker", "--steps", "1000",
+        "--checkpoint-every", "0", "--out", str(out))]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if (out / "log.csv").is_file() and len(_losses(out)) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    step = ckpt["step"]
+    assert 2 <= step < 1000 and ckpt["training"]["step"] == step
+    assert load_backbone(out / "last.pt").name == "resnet18"
+    # The same job, cut shorter, resumes from that step and finishes.
+    rc = main(_cli_args(store.root, "--objective", "moco", "--positives", "tracker",
+                        "--steps", str(step + 2), "--out", str(out), "--resume", "--json"))
+    assert rc == 0 and (out / "final.pt").is_file()
+    assert torch.load(out / "final.pt", weights_only=True)["step"] == step + 2
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes(train_store, tmp_path):
+    store, _ = train_store
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node", "2", "-m", "training.cli", *_cli_args(
+               store.root, "--objective", "moco", "--positives", "intra", "--steps", "3",
+               "--out", str(out), "--json")]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300,
+                         check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout[res.stdout.index("{"):])
+    assert summary["world_size"] == 2 and summary["status"] == "done"
+    ckpt = torch.load(out / "final.pt", weights_only=True)
+    # Both ranks' keys reach the queue: 3 steps x 8 pairs x 2 processes.
+    assert ckpt["training"]["model"]["queue_ptr"].item() == 48 % 64
+    assert load_backbone(out / "final.pt").name == "resnet18"
+
+
+def test_user_errors_are_one_line(train_store, tmp_path, capsys):
+    store, _ = train_store
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    capsys.readouterr()
+    cases = [
+        (["--objective", "moco", "--positives", "transitive", "--pairs-run", "999"],
+         "no transitive pairs of graph run 999"),
+        (["--positives", "optical:1"], "unknown positive source 'optical'"),
+        (["--backbone", "alexnet"], "backbone must be one of"),
+        (["--resume", "--out", str(tmp_path / "none")], "nothing to resume"),
+    ]
+    for extra, message in cases:
+        assert main(_cli_args(store.root, *extra)) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.startswith("vidmine-train: error:") and err.count("\n") == 1
+    assert main(["--workdir", str(tmp_path / "missing")]) == 2
+    assert "no vidmine work directory" in capsys.readouterr().err
+
+
+def test_sources_json(train_store, capsys):
+    store, truth = train_store
+    assert main(["sources", "--workdir", str(store.root), "--json", "--min-gap", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pairs"]["intra"] == truth["n_intra"] and report["pairs"]["none"] == 36
+    assert report["clustered_crops"] == 36

@@ -1,0 +1,200 @@
+"""The MoCo v2 augmentation recipe, twice: per image on CPU, and batched on the GPU.
+
+Recipe (facebookresearch/moco, ``main_moco.py --aug-plus``): random resized crop (scale
+0.2-1), colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale p 0.2, Gaussian blur
+(sigma 0.1-2 px at 224 px, scaled here to the image size) p 0.5, horizontal flip.
+
+The CPU path runs torchvision.transforms.v2 in DataLoader workers on uint8 tensors and
+leaves normalisation to the device. The batched path takes JPEG bytes, decodes the whole
+batch with nvjpeg (``decode_jpeg(list, device="cuda")``) and draws every random parameter
+as a tensor: crops through one ``roi_align`` over the zero-padded batch, jitter as per-image
+factors and a hue rotation matrix, blur as one grouped convolution. Differences from the
+CPU path: jitter applies brightness, contrast, saturation, hue in that fixed order (v2
+shuffles the order per image), and hue is rotated in YIQ space rather than in HSV.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.ops import roi_align
+from torchvision.transforms import v2
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+SCALE = (0.2, 1.0)
+RATIO = (3 / 4, 4 / 3)
+JITTER = (0.4, 0.4, 0.4, 0.1)     # brightness, contrast, saturation, hue
+P_JITTER, P_GRAY, P_BLUR, P_FLIP = 0.8, 0.2, 0.5, 0.5
+GRAY = (0.299, 0.587, 0.114)
+
+
+def blur_sigma(size: int) -> tuple[float, float]:
+    return 0.1 * size / 224, 2.0 * size / 224
+
+
+def blur_kernel_size(size: int) -> int:
+    return 2 * math.ceil(3 * blur_sigma(size)[1]) + 1
+
+
+def cpu_transform(size: int) -> v2.Compose:
+    """Per-image MoCo v2 recipe: uint8 CHW tensor in, uint8 ``size``x``size`` tensor out."""
+    b, c, s, h = JITTER
+    return v2.Compose([
+        v2.RandomResizedCrop(size, scale=SCALE, ratio=RATIO, antialias=True),
+        v2.RandomApply([v2.ColorJitter(b, c, s, h)], p=P_JITTER),
+        v2.RandomGrayscale(p=P_GRAY),
+        v2.RandomApply([v2.GaussianBlur(blur_kernel_size(size), sigma=blur_sigma(size))],
+                       p=P_BLUR),
+        v2.RandomHorizontalFlip(p=P_FLIP),
+    ])
+
+
+class CpuAugment:
+    """The worker-side recipe for a whole batch: uint8 CHW images -> uint8 [N, 3, size, size].
+
+    ``v2`` runs the torchvision recipe image by image (the reference); ``batched`` runs
+    :class:`BatchAugment` on the CPU tensors (same arithmetic as the GPU path, about 3x
+    faster per crop here because hue and blur are vectorised across the batch)."""
+
+    def __init__(self, size: int, kind: str = "v2"):
+        if kind not in ("v2", "batched"):
+            raise ValueError(f"CPU augmentation is v2 or batched, not {kind!r}")
+        self.kind = kind
+        self.per_image = cpu_transform(size)
+        self.batched = BatchAugment(size)
+
+    def __call__(self, images: list[torch.Tensor]) -> torch.Tensor:
+        if self.kind == "v2":
+            return torch.stack([self.per_image(x) for x in images])
+        return (self.batched(images, None) * 255).round().to(torch.uint8)
+
+
+def normalize(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """uint8 or [0, 1] float NCHW -> float normalised by the ImageNet mean and std."""
+    x = images.float()
+    if images.dtype == torch.uint8:
+        x = x / 255
+    mean = x.new_tensor(MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(STD).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    return (x * x.new_tensor(GRAY).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+class BatchAugment:
+    """MoCo v2 on a whole batch on one device. Probabilities are arguments so that tests can
+    switch single steps on or off."""
+
+    def __init__(self, size: int, scale=SCALE, ratio=RATIO, p_jitter=P_JITTER, p_gray=P_GRAY,
+                 p_blur=P_BLUR, p_flip=P_FLIP):
+        self.size, self.scale, self.ratio = size, scale, ratio
+        self.p_jitter, self.p_gray, self.p_blur, self.p_flip = p_jitter, p_gray, p_blur, p_flip
+
+    def decode_and_augment(self, blobs: list[torch.Tensor], device: torch.device | str,
+                           generator: torch.Generator, channels_last: bool = False) -> torch.Tensor:
+        images = decode_jpeg(blobs, mode=ImageReadMode.RGB, device=device)
+        return normalize(self(images, generator), channels_last)
+
+    def __call__(self, images: list[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        """uint8 CHW images of any sizes -> float [N, 3, size, size] in [0, 1]."""
+        device = images[0].device
+        n = len(images)
+
+        def rand(*shape):
+            return torch.rand(*shape, device=device, generator=generator)
+
+        x = self._resized_crops(images, rand)
+        flip = rand(n) < self.p_flip
+        x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
+        x = self._jitter(x, rand)
+        gray = rand(n) < self.p_gray
+        x = torch.where(gray.view(n, 1, 1, 1), _gray(x).expand_as(x), x)
+        return self._blur(x, rand)
+
+    def _resized_crops(self, images, rand) -> torch.Tensor:
+        n, device = len(images), images[0].device
+        hw = torch.tensor([img.shape[-2:] for img in images], device=device, dtype=torch.float32)
+        h, w = hw[:, 0:1], hw[:, 1:2]
+        # torchvision's RandomResizedCrop: 10 tries of (area, log-ratio), first that fits wins.
+        tries = 10
+        area = h * w * (self.scale[0] + (self.scale[1] - self.scale[0]) * rand(n, tries))
+        log_r = math.log(self.ratio[0]) + (math.log(self.ratio[1]) - math.log(self.ratio[0])) \
+            * rand(n, tries)
+        cw = torch.sqrt(area * torch.exp(log_r)).round()
+        ch = torch.sqrt(area / torch.exp(log_r)).round()
+        fits = (cw > 0) & (ch > 0) & (cw <= w) & (ch <= h)
+        first = torch.where(fits.any(1), fits.float().argmax(1), 0)
+        pick = torch.arange(n, device=device)
+        cw, ch = cw[pick, first], ch[pick, first]
+        h, w = h[:, 0], w[:, 0]
+        # No try fits: the whole image cut to the nearest allowed aspect ratio (centred).
+        fallback = ~fits.any(1)
+        fw = torch.where(w / h > self.ratio[1], (h * self.ratio[1]).round(), w)
+        fh = torch.where(w / h < self.ratio[0], (w / self.ratio[0]).round(), h)
+        cw, ch = torch.where(fallback, fw, cw), torch.where(fallback, fh, ch)
+        x0 = torch.where(fallback, (w - cw) / 2, (rand(n) * (w - cw + 1)).floor())
+        y0 = torch.where(fallback, (h - ch) / 2, (rand(n) * (h - ch + 1)).floor())
+        boxes = torch.stack([x0, y0, x0 + cw, y0 + ch], 1)
+        # One roi_align over a zero-padded canvas instead of one call per input size (mined
+        # crops come in many sizes). With aligned=True every sample of a box inside an image
+        # interpolates between that image's own pixels, so the padding never bleeds in.
+        canvas = torch.zeros(n, 3, int(h.max()), int(w.max()), dtype=torch.uint8, device=device)
+        for i, img in enumerate(images):
+            canvas[i, :, :img.shape[1], :img.shape[2]] = img
+        rois = torch.cat([torch.arange(n, device=device, dtype=torch.float32)[:, None], boxes], 1)
+        # sampling_ratio=0: adaptive, so each output pixel averages its whole input bin
+        # (area-like downscaling, no aliasing when the crop is much larger than the output)
+        return roi_align(canvas.float() / 255, rois, self.size, spatial_scale=1.0,
+                         sampling_ratio=0, aligned=True)
+
+    def _jitter(self, x, rand) -> torch.Tensor:
+        n = x.shape[0]
+        on = (rand(n) < self.p_jitter).float()
+        b, c, s, h = JITTER
+
+        def factor(strength):  # uniform in [1 - strength, 1 + strength], 1 when off
+            return (1 + on * strength * (2 * rand(n) - 1)).view(n, 1, 1, 1)
+
+        x = (x * factor(b)).clamp(0, 1)
+        cf = factor(c)
+        x = (cf * x + (1 - cf) * _gray(x).mean((2, 3), keepdim=True)).clamp(0, 1)
+        sf = factor(s)
+        x = (sf * x + (1 - sf) * _gray(x)).clamp(0, 1)
+        angle = on * h * (2 * rand(n) - 1) * 2 * math.pi
+        return torch.einsum("nij,njhw->nihw", _hue_matrix(angle), x).clamp(0, 1)
+
+    def _blur(self, x, rand) -> torch.Tensor:
+        n = x.shape[0]
+        lo, hi = blur_sigma(self.size)
+        k = blur_kernel_size(self.size)
+        sigma = lo + (hi - lo) * rand(n)
+        on = rand(n) < self.p_blur
+        t = torch.arange(k, device=x.device, dtype=x.dtype) - k // 2
+        kern = torch.exp(-0.5 * (t[None] / sigma[:, None]) ** 2)
+        kern = kern / kern.sum(1, keepdim=True)
+        delta = (t == 0).to(x.dtype).expand(n, k)
+        kern = torch.where(on[:, None], kern, delta).repeat_interleave(3, 0)  # [3n, k]
+        y = F.pad(x.reshape(1, 3 * n, *x.shape[2:]), (k // 2, k // 2, k // 2, k // 2),
+                  mode="reflect")
+        y = F.conv2d(y, kern.view(3 * n, 1, 1, k), groups=3 * n)
+        y = F.conv2d(y, kern.view(3 * n, 1, k, 1), groups=3 * n)
+        return y.view_as(x)
+
+
+def _hue_matrix(angle: torch.Tensor) -> torch.Tensor:
+    """Per-image RGB->RGB matrices rotating the chroma plane of YIQ by ``angle`` radians."""
+    rgb2yiq = angle.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
+                                [0.211, -0.523, 0.312]])
+    yiq2rgb = torch.linalg.inv(rgb2yiq)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rot = torch.zeros(len(angle), 3, 3, device=angle.device, dtype=angle.dtype)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2] = cos, -sin
+    rot[:, 2, 1], rot[:, 2, 2] = sin, cos
+    return yiq2rgb @ rot @ rgb2yiq

@@ -1,0 +1,98 @@
+"""Settings of a training job: the ``[training]`` table of the TOML file, overridable by flags."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from storage.config import ConfigError
+
+from .backbones import BACKBONES
+
+OBJECTIVES = ("triplet", "moco")
+# Positive sources: the first three are rows of the pairs table (made by vidmine-graph); the
+# others are derived from the crops table at load time.
+PAIR_SOURCES = ("intra", "inter", "transitive")
+DERIVED_SOURCES = ("tracker", "temporal", "none")
+SOURCES = PAIR_SOURCES + DERIVED_SOURCES
+
+
+@dataclass
+class TrainConfig:
+    objective: str = field(default="moco", metadata={"help": "triplet (ranking loss) or moco (v2)"})
+    positives: str = field(default="transitive:1", metadata={
+        "help": "weighted mix of positive sources, e.g. 'transitive:1,intra:0.5'; sources: "
+                + ", ".join(SOURCES)})
+    backbone: str = field(default="resnet18", metadata={"help": "resnet18, resnet50 or vgg16"})
+    image_size: int = field(default=112, metadata={"help": "side of the square training images"})
+    batch_size: int = field(default=64, metadata={"help": "pairs per step and process"})
+    steps: int = field(default=2000, metadata={"help": "optimizer steps in all"})
+    lr: float = field(default=0.03, metadata={"help": "peak SGD learning rate (for batch_size 256; "
+                                                      "scaled linearly with the global batch)"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "SGD weight decay"})
+    warmup_steps: int = field(default=100, metadata={"help": "linear warm-up before the cosine decay"})
+    margin: float = field(default=0.5, metadata={"help": "triplet: margin of the ranking loss "
+                                                         "(cosine distance; 0.5 as in 2015)"})
+    negatives: int = field(default=4, metadata={"help": "triplet: negatives per pair, half the "
+                                                        "hardest in the batch, half random"})
+    embed_dim: int = field(default=1024, metadata={"help": "triplet: embedding size of the "
+                                                           "linear layer on the trunk"})
+    moco_dim: int = field(default=128, metadata={"help": "moco: output size of the MLP head"})
+    moco_queue: int = field(default=65536, metadata={"help": "moco: negatives in the queue"})
+    moco_momentum: float = field(default=0.999, metadata={"help": "moco: key encoder momentum"})
+    temperature: float = field(default=0.2, metadata={"help": "moco: InfoNCE temperature"})
+    mlp: bool = field(default=True, metadata={"help": "moco: MLP projection head (v2)"})
+    split: str = field(default="train", metadata={"help": "split of the pairs table to read"})
+    pairs_run: int | None = field(default=None, metadata={
+        "help": "read only the pairs of this graph run (default: every run, the current graph)"})
+    min_gap: int = field(default=5, metadata={
+        "help": "tracker/temporal: least distance in source frames between the two views"})
+    max_gap: int = field(default=150, metadata={
+        "help": "tracker/temporal: largest distance in source frames between the two views"})
+    gpu_augment: str = field(default="auto", metadata={
+        "help": "decode JPEGs with nvjpeg and augment on the GPU: auto (when CUDA), on, off"})
+    cpu_augment: str = field(default="v2", metadata={
+        "help": "CPU recipe in the loader workers: v2 (torchvision, per image: the reference) "
+                "or batched (the GPU path's arithmetic on CPU tensors, faster)"})
+    workers: int = field(default=4, metadata={"help": "DataLoader worker processes per trainer"})
+    amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA"})
+    channels_last: bool = field(default=True, metadata={"help": "channels-last memory on CUDA"})
+    checkpoint_every: int = field(default=500, metadata={"help": "steps between checkpoints"})
+    log_every: int = field(default=10, metadata={"help": "steps between CSV/TensorBoard rows"})
+    seed: int = field(default=0, metadata={"help": "seed of sampling, augmentation and weights"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {OBJECTIVES}, not {self.objective!r}")
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"backbone must be one of {sorted(BACKBONES)}, not {self.backbone!r}")
+        if self.gpu_augment not in ("auto", "on", "off"):
+            raise ConfigError(f"gpu_augment must be auto, on or off, not {self.gpu_augment!r}")
+        if self.cpu_augment not in ("v2", "batched"):
+            raise ConfigError(f"cpu_augment must be v2 or batched, not {self.cpu_augment!r}")
+        if self.objective == "triplet" and self.negatives < 1:
+            raise ConfigError("triplet training needs negatives >= 1")
+        if not 0 <= self.min_gap <= self.max_gap:
+            raise ConfigError(f"need 0 <= min_gap <= max_gap, got {self.min_gap}, {self.max_gap}")
+        parse_positives(self.positives)
+
+
+def parse_positives(spec: str) -> dict[str, float]:
+    """'transitive:1,intra:0.5' -> {'transitive': 1.0, 'intra': 0.5}; a bare name weighs 1."""
+    mix: dict[str, float] = {}
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        name, _, weight = part.partition(":")
+        name = name.strip()
+        if name not in SOURCES:
+            raise ConfigError(f"unknown positive source {name!r}; choose from {', '.join(SOURCES)}")
+        try:
+            mix[name] = float(weight) if weight else 1.0
+        except ValueError:
+            raise ConfigError(f"weight of {name!r} is not a number: {weight!r}") from None
+        if mix[name] < 0:
+            raise ConfigError(f"weight of {name!r} is negative")
+    if not mix or sum(mix.values()) <= 0:
+        raise ConfigError(f"no positive source with a weight above 0 in {spec!r}")
+    return {k: v for k, v in mix.items() if v > 0}

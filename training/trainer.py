@@ -1,0 +1,299 @@
+"""The training loop: data -> (GPU decode and augmentation) -> model -> SGD, with checkpoints.
+
+* Mixed precision: bf16 autocast on CUDA (no loss scaling needed); channels-last there too.
+* Schedule: linear warm-up then cosine to zero; lr scales with the global batch / 256.
+* Exact resume: the sampler and every random draw of a step (augmentation, MoCo's batch
+  shuffle, random negatives) are seeded by (seed, rank, step), so a checkpoint needs only
+  the model (queue included), the optimizer, the scheduler and the step.
+* Checkpoints every ``checkpoint_every`` steps and on SIGTERM, written atomically in the
+  training.backbones format (``load_backbone`` reads any of them) plus a ``training`` entry.
+* DDP when started by torchrun (NCCL on GPUs, gloo on CPU); rank 0 writes files and logs.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from storage.cliutil import UsageError
+from storage.config import to_dict
+from storage.store import Store
+
+from .augment import BatchAugment, CpuAugment, normalize
+from .backbones import save_backbone
+from .config import TrainConfig
+from .data import MixBatchSampler, PairDataset, batch_seed, load_pair_data
+from .models import build_model
+
+META = ("a_group", "p_group", "a_cluster", "p_cluster")
+# Settings that shape the model or the data stream: a resumed job must keep them.
+RESUME_FIXED = ("objective", "backbone", "positives", "image_size", "batch_size", "embed_dim",
+                "moco_dim", "moco_queue", "mlp", "seed", "split", "pairs_run", "min_gap", "max_gap")
+
+
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    if spec == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {spec!r} asked for, but CUDA is not available here")
+    return torch.device(spec)
+
+
+def warmup_cosine(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def init_distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, store: Store, out_dir: str | Path, resume: bool = False):
+        self.cfg, self.store, self.out = cfg, store, Path(out_dir)
+        last = self.out / "last.pt"
+        if resume and not last.is_file():
+            raise UsageError(f"nothing to resume: no checkpoint at {last}")
+        if not resume and last.is_file():
+            raise UsageError(f"{self.out} already holds a checkpoint; pass --resume to continue "
+                             "it, or choose another --out")
+        self.rank, self.world, local_rank = init_distributed()
+        self.device = resolve_device(cfg.device, local_rank)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            torch.cuda.set_device(self.device)
+        self.gpu_augment = cfg.gpu_augment == "on" or (cfg.gpu_augment == "auto" and self.cuda)
+        if self.gpu_augment and not self.cuda:
+            raise UsageError("--gpu-augment on needs a CUDA device")
+        self.channels_last = cfg.channels_last and self.cuda
+        self.data = load_pair_data(store, cfg)
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg).to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.net = model
+        self.model = DistributedDataParallel(model, device_ids=[self.device] if self.cuda else None) \
+            if self.world > 1 else model
+        lr = cfg.lr * cfg.batch_size * self.world / 256
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(cfg.warmup_steps, cfg.steps))
+        self.step = 0
+        self.augment = BatchAugment(cfg.image_size)
+        self._stop = False
+        if resume:
+            self._load(last)
+
+    # -- data ---------------------------------------------------------------------------
+    def loader(self) -> DataLoader:
+        cfg = self.cfg
+        sampler = MixBatchSampler(self.data.sizes, self.data.weights, cfg.batch_size, cfg.steps,
+                                  cfg.seed, self.rank, start_step=self.step)
+        augment = None if self.gpu_augment else CpuAugment(cfg.image_size, cfg.cpu_augment)
+        dataset = PairDataset(self.data, self.store.reader, augment, cfg.seed, self.rank)
+        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=cfg.workers,
+                          pin_memory=self.cuda, prefetch_factor=4 if cfg.workers else None)
+
+    def seed_step(self, step: int) -> None:
+        """Every random draw of the step on the trainer's side comes from this seed."""
+        torch.manual_seed(batch_seed(self.cfg.seed, self.rank, step) + 1)
+
+    def prepare(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """A loader batch -> normalised device images (a, p) and the negative-rule ids."""
+        meta = {k: batch[k].to(self.device, non_blocking=True) for k in META}
+        if self.gpu_augment:
+            x = self.augment.decode_and_augment(batch["a"] + batch["p"], self.device, None,
+                                                self.channels_last)
+        else:
+            x = normalize(torch.cat([batch["a"], batch["p"]]).to(self.device, non_blocking=True),
+                          self.channels_last)
+        a, p = x.chunk(2)
+        return a, p, meta
+
+    # -- optimisation -------------------------------------------------------------------
+    def train_step(self, a: torch.Tensor, p: torch.Tensor, meta: dict) -> torch.Tensor:
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.cfg.amp and self.cuda):
+            loss = self.model(a, p, meta)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return loss.detach()
+
+    # -- checkpoints --------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        if self.rank != 0:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_backbone(path, self.net.trunk, objective=self.cfg.objective, step=self.step,
+                      config=to_dict(self.cfg),
+                      training={"model": self.net.state_dict(),
+                                "optimizer": self.optimizer.state_dict(),
+                                "scheduler": self.scheduler.state_dict(), "step": self.step})
+
+    def _load(self, path: Path) -> None:
+        ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        old = ckpt.get("config", {})
+        changed = [k for k in RESUME_FIXED if old.get(k) != getattr(self.cfg, k)]
+        if changed:
+            raise UsageError(f"cannot resume {path} with changed settings {changed}; "
+                             f"it was trained with {({k: old.get(k) for k in changed})}")
+        state = ckpt["training"]
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self._stop = True
+
+    def _should_stop(self) -> bool:
+        if self.world == 1:
+            return self._stop
+        flag = torch.tensor([int(self._stop)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
+        return bool(flag.item())
+
+    # -- the loop -----------------------------------------------------------------------
+    def fit(self, progress: bool = True, until: int | None = None) -> dict:
+        """Train to ``cfg.steps``, or only to step ``until`` of that schedule (a job split
+        over several time-limited allocations); returns a summary of the run."""
+        cfg = self.cfg
+        end = min(cfg.steps, until) if until is not None else cfg.steps
+        lead = self.rank == 0
+        run_id = self.store.index.start_run("train", {**to_dict(cfg), "out": str(self.out),
+                                                      "world_size": self.world,
+                                                      "resumed_from_step": self.step}) \
+            if lead else None
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        log = _Log(self.out, enabled=lead)
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (progress and lead),
+                   desc=f"train {cfg.objective}", unit="step", dynamic_ncols=True)
+        status, start_step, t0 = "done", self.step, time.perf_counter()
+        window_loss, window_n, window_t = torch.zeros((), device=self.device), 0, t0
+        try:
+            batches = iter(self.loader())
+            while self.step < end:
+                if self._should_stop():
+                    status = "interrupted"
+                    break
+                try:
+                    batch = next(batches)
+                except RuntimeError:
+                    if not self._stop:  # workers killed along with us by a group SIGTERM
+                        raise
+                    continue
+                self.seed_step(self.step)
+                loss = self.train_step(*self.prepare(batch))
+                window_loss += loss
+                window_n += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    now = time.perf_counter()
+                    mean = float(window_loss) / window_n
+                    rate = window_n * cfg.batch_size * self.world / (now - window_t)
+                    log.write(self.step, mean, self.scheduler.get_last_lr()[0], rate, now - t0)
+                    bar.set_postfix(loss=f"{mean:.4f}", pairs_s=f"{rate:.0f}")
+                    window_loss.zero_()
+                    window_n, window_t = 0, now
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save(self.out / "last.pt")
+        except BaseException:
+            if lead:
+                self.store.index.finish_run(run_id, "failed", {"step": self.step})
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            bar.close()
+            log.close()
+        if status == "done" and self.step < cfg.steps:
+            status = "stopped"
+        self.save(self.out / "last.pt")
+        if status == "done" and lead:
+            _link(self.out / "last.pt", self.out / "final.pt")
+        elapsed = time.perf_counter() - t0
+        summary = {"status": status, "step": self.step, "steps": cfg.steps,
+                   "world_size": self.world, "device": str(self.device),
+                   "gpu_augment": self.gpu_augment,
+                   "pairs_per_s": (self.step - start_step) * cfg.batch_size * self.world
+                   / max(elapsed, 1e-9),
+                   "checkpoint": str(self.out / ("final.pt" if status == "done" else "last.pt")),
+                   "pairs": self.data.sizes, "run_id": run_id}
+        if lead:
+            self.store.index.finish_run(run_id, status, summary)
+        return summary
+
+
+def _link(src: Path, dst: Path) -> None:
+    """``dst`` becomes the same file as ``src`` (a hard link; a copy where links fail). A
+    later save of ``src`` replaces it by rename, so ``dst`` keeps this content."""
+    tmp = dst.with_suffix(".tmp-link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+class _Log:
+    """log.csv (appended across resumes) and TensorBoard scalars when tensorboard exists."""
+
+    def __init__(self, out: Path, enabled: bool):
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "log.csv"
+        new = not path.is_file()
+        self.fh = path.open("a", newline="")
+        self.csv = csv.writer(self.fh)
+        if new:
+            self.csv.writerow(["step", "loss", "lr", "pairs_per_s", "elapsed_s"])
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(out / "tb"))
+        except ImportError:
+            pass
+
+    def write(self, step: int, loss: float, lr: float, rate: float, elapsed: float) -> None:
+        if not self.enabled:
+            return
+        self.csv.writerow([step, f"{loss:.6f}", f"{lr:.6g}", f"{rate:.1f}", f"{elapsed:.2f}"])
+        self.fh.flush()
+        if self.tb is not None:
+            self.tb.add_scalar("train/loss", loss, step)
+            self.tb.add_scalar("train/lr", lr, step)
+            self.tb.add_scalar("train/pairs_per_s", rate, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.fh.close()
+            if self.tb is not None:
+                self.tb.close()
