@@ -24,7 +24,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 demo: $(STAMP)
-	$(BIN)/python -m evaluation.demo $(if $(VIDEOS),--videos $(VIDEOS),)
+	BIN=$(BIN) bash scripts/demo.sh $(VIDEOS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/crop_store.py

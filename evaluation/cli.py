@@ -43,9 +43,12 @@ class EvalConfig:
 
 def _models(args, cfg: EvalConfig) -> dict[str, torch.nn.Module]:
     models = {}
-    for path in args.checkpoint or []:
-        name = Path(path).stem
-        models[name if name not in models else str(path)] = load_backbone(path, cfg.backbone)
+    paths = [Path(p) for p in args.checkpoint or []]
+    stems = [p.stem for p in paths]
+    for path in paths:
+        # Checkpoints are often all called final.pt: name them by their run folder then.
+        name = path.stem if stems.count(path.stem) == 1 else f"{path.parent.name}/{path.stem}"
+        models[name] = load_backbone(path, cfg.backbone)
     if cfg.untrained:
         torch.manual_seed(cfg.seed)
         models[f"untrained {cfg.backbone}"] = load_backbone(None, cfg.backbone)
