@@ -34,6 +34,7 @@ def test_bootstrap_loop_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     w = ["--workdir", str(work)]
     assert mine_main(["run", str(videos), *w, "--workers", "1", "--sheet", "none"]) == 0
+    capsys.readouterr()
     status = _json(capsys, mine_main(["status", *w, "--json"]))
     assert status["videos"]["done"] == 3 and status["crops"] > 0
 
