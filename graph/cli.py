@@ -63,32 +63,23 @@ def _lines(obj: dict, indent: str = "") -> str:
 
 def cmd_embed(args) -> int:
     cfg = _graph_config(args)
-    store = open_from_args(args)
-    try:
+    with open_from_args(args) as store:
         summary = embed(store, cfg, everything=args.all, progress=not args.json)
-    finally:
-        store.close()
     _print(args, summary, _lines(summary))
     return 0
 
 
 def cmd_build(args) -> int:
     cfg = _graph_config(args)
-    store = open_from_args(args)
-    try:
+    with open_from_args(args) as store:
         summary = build(store, cfg, rebuild=args.rebuild)
-    finally:
-        store.close()
     _print(args, summary, _lines(summary))
     return 0
 
 
 def cmd_stats(args) -> int:
-    store = open_from_args(args)
-    try:
+    with open_from_args(args) as store:
         report = stats(store)
-    finally:
-        store.close()
     _print(args, report, _lines(report))
     return 0
 
@@ -111,48 +102,36 @@ def _show_png(store, report: dict, out: Path) -> Path:
 
 
 def cmd_show(args) -> int:
-    store = open_from_args(args)
-    try:
+    with open_from_args(args) as store:
         report = show(store, args.node, args.radius)
         if args.png is not None:
             out = Path(args.png) if args.png else store.subdir("reports") / f"show-{args.node}.png"
             report["png"] = str(_show_png(store, report, out))
-    finally:
-        store.close()
     text = format_show(report) + (f"\nsheet: {report['png']}" if "png" in report else "")
     _print(args, report, text)
     return 0
 
 
 def cmd_explain(args) -> int:
-    store = open_from_args(args)
-    try:
+    with open_from_args(args) as store:
         report = explain(store, args.pair)
-    finally:
-        store.close()
     _print(args, report, format_explain(report))
     return 0
 
 
 def cmd_sheet(args) -> int:
-    store = open_from_args(args)
-    try:
+    with open_from_args(args) as store:
         out = Path(args.out) if args.out else store.subdir("reports") / f"graph-{args.what}.png"
         report = sheet(store, args.what, out, ids=args.ids, n=args.n, kind=args.kind,
                        per_row=args.per_row, seed=args.seed)
-    finally:
-        store.close()
     _print(args, report, f"wrote {report['path']} ({report['rows']} rows)")
     return 0
 
 
 def cmd_export(args) -> int:
-    store = open_from_args(args)
-    try:
+    with open_from_args(args) as store:
         report = export_html(store, Path(args.html), n_clusters=args.clusters,
                              n_pairs=args.pairs, seed=args.seed)
-    finally:
-        store.close()
     _print(args, report, f"wrote {report['path']} ({report['thumbnails']} thumbnails)")
     return 0
 
@@ -175,12 +154,9 @@ def graph_checks(store) -> dict:
 
 
 def cmd_verify(args) -> int:
-    store = open_from_args(args)
-    try:
+    with open_from_args(args) as store:
         report = verify_storage(store, repair=args.repair).as_dict()
         report["graph"] = graph_checks(store)
-    finally:
-        store.close()
     report["ok"] = bool(report["ok"] and not any(report["graph"].values()))
     _print(args, report, _lines({k: v for k, v in report.items() if k != "examples"}))
     return 0 if report["ok"] else 1

@@ -74,6 +74,12 @@ class Store:
         self.reader.close()
         self.index.dispose()
 
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def open_store(cfg: StorageConfig | None = None, **overrides) -> Store:
     cfg = cfg or StorageConfig()
