@@ -105,10 +105,9 @@ def main() -> None:
         print(json.dumps(res))
         return
     print(f"{args.n} crops of 128x128 JPEG (~{res['mean_jpeg_bytes']} B), {args.reads} random reads")
-    print(f"raw bytes : LMDB {res['lmdb_raw_per_s']:>10,.0f}/s  files {res['files_raw_per_s']:>10,.0f}/s"
-          f"  ratio {res['raw_ratio']:.1f}x")
-    print(f"decoded   : LMDB {res['lmdb_decoded_per_s']:>10,.0f}/s  files {res['files_decoded_per_s']:>10,.0f}/s"
-          f"  ratio {res['decoded_ratio']:.2f}x")
+    for what in ("raw", "decoded"):
+        print(f"{what:<8}: LMDB {res[f'lmdb_{what}_per_s']:>10,.0f}/s  "
+              f"files {res[f'files_{what}_per_s']:>10,.0f}/s  ratio {res[f'{what}_ratio']:.2f}x")
 
 
 if __name__ == "__main__":

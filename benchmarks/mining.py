@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mining.config import MiningConfig
-from storage.config import add_config_args, build_config
+from mining.config import MiningConfig  # noqa: E402
+from storage.config import add_config_args, build_config  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "videos" / "box.mp4"
 

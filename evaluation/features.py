@@ -1,8 +1,8 @@
 """Features from a backbone's pooled output, as the RIS paper measures them."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np

@@ -236,7 +236,7 @@ def store_sets(store: Store, kinds: tuple[str, ...] = ("viewpoint", "occlusion",
     out = []
     for kind in kinds:
         images, sets, classes = [], [], []
-        for s, (tid, ids) in enumerate(tracks.items()):
+        for s, ids in enumerate(tracks.values()):
             if kind == "viewpoint":
                 members = [images_by_id[int(i)] for i in ids]
             else:

@@ -158,7 +158,7 @@ def mine_video(path: str | Path, cfg: MiningConfig, jpeg_quality: int = 90,
         stats.bad_packets = reader.bad_packets
     src_scale = info.width / last.rgb.shape[1] if last is not None else 1.0
     result = VideoResult(frames=frames_out)
-    for window, boxes, crops, score in miner.tracks:
+    for window, _boxes, crops, score in miner.tracks:
         records = [CropRecord(frame_index=window[c.position].index,
                               box=tuple(int(round(v)) for v in c.box * src_scale),
                               data=c.image, width=c.width, height=c.height,

@@ -155,7 +155,7 @@ def worker_main(wid: int, storage_cfg: StorageConfig, cfg: MiningConfig, run_id:
             events.put({"kind": "end", "wid": wid, **result})
     except StorageError as exc:
         events.put({"kind": "fatal", "wid": wid, "reason": str(exc)})
-        raise SystemExit(3)
+        raise SystemExit(3) from exc
     finally:
         if store is not None:
             if writer_box[0] is not None:

@@ -6,7 +6,7 @@ set -euo pipefail
 BIN="${BIN:-.venv/bin}"
 OUT="${DEMO_OUT:-demo-out}"
 W="$OUT/work"
-STEPS="${DEMO_STEPS:-120}"
+STEPS="${DEMO_STEPS:-60}"
 VIDEOS="${1:-}"
 TRAIN=(--backbone resnet18 --image-size 64 --batch-size 32 --steps "$STEPS" --warmup-steps 10
        --workers 1 --checkpoint-every 1000 --lr 0.05)
@@ -25,7 +25,7 @@ step "2/8 mining $VIDEOS (moving objects, tracked, crops into LMDB + SQLite)"
 
 step "3/8 graph: hand-crafted embeddings, clusters, intra/inter edges, transitive pairs"
 "$BIN/vidmine-graph" embed --workdir "$W"
-"$BIN/vidmine-graph" build --workdir "$W"
+"$BIN/vidmine-graph" build --workdir "$W" --val-fraction 0.25
 "$BIN/vidmine-graph" stats --workdir "$W"
 
 step "4/8 training a triplet network on intra-instance pairs (tracking)"
@@ -34,7 +34,8 @@ step "4/8 training a triplet network on intra-instance pairs (tracking)"
 
 step "5/8 bootstrap: embed with that network, re-cluster, new inter edges and transitive pairs"
 "$BIN/vidmine-graph" embed --workdir "$W" --embedding-model "$W/training/intra/final.pt"
-"$BIN/vidmine-graph" build --workdir "$W" --rebuild --embedding-model "$W/training/intra/final.pt"
+"$BIN/vidmine-graph" build --workdir "$W" --rebuild --val-fraction 0.25 \
+    --embedding-model "$W/training/intra/final.pt"
 "$BIN/vidmine-graph" stats --workdir "$W"
 
 step "6/8 training on transitive pairs (intra + inter variation at once)"

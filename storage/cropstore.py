@@ -18,8 +18,8 @@ import socket
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import lmdb
 
@@ -204,7 +204,7 @@ class CropReader:
             by_shard[shard].append(i)
         for shard, positions in by_shard.items():
             env = self.environment(shard)
-            for attempt in range(2):
+            for _ in range(2):
                 try:
                     with env.begin(buffers=False) as txn:
                         for i in positions:

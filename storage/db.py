@@ -14,8 +14,9 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, update
@@ -194,7 +195,8 @@ class Index:
         return []
 
     @staticmethod
-    def read_columns(conn: Connection, stmt, dtypes: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    def read_columns(conn: Connection, stmt,
+                     dtypes: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         """Run a select and return its columns as numpy arrays (one fetch, no ORM objects)."""
         result = conn.execute(stmt)
         keys = list(result.keys())

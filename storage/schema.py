@@ -7,8 +7,17 @@ column reads straight into numpy. Changing anything here needs a migration in
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String,
-    Table, Text, UniqueConstraint,
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
 )
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.

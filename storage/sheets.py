@@ -5,8 +5,8 @@ renders through :func:`contact_sheet`, so they all look alike.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np

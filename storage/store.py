@@ -74,7 +74,7 @@ class Store:
         self.reader.close()
         self.index.dispose()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:

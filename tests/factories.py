@@ -65,12 +65,13 @@ def fill_store(store: Store, n_videos: int = 3, tracks_per_video: int = 3, crops
     truth_instance: dict[int, int] = {}
     owner = f"factory-{seed}"
     from sqlalchemy import select
+
     from storage.schema import crops, videos
     for _ in range(n_videos):
         video = store.index.claim_video(owner, lease_s=600)
         instances = rng.choice(n_instances, size=tracks_per_video, replace=False)
         result = VideoResult(meta={"fps": 25.0, "n_frames": 100, "width": 320, "height": 240})
-        for t, inst in enumerate(instances):
+        for inst in instances:
             start = int(rng.integers(0, 20))
             recs = []
             for k in range(crops_per_track):

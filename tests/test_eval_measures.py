@@ -133,7 +133,7 @@ def test_cli_compares_checkpoints_and_the_floor(tmp_path, shared_data, capsys):
     assert ret["tracks"] == 9 and all(0 < r["mAP"] <= 1 for r in ret["results"])
 
     data = tmp_path / "folder"
-    for c, name in enumerate(("fruits.jpg", "baboon.jpg")):
+    for name in ("fruits.jpg", "baboon.jpg"):
         photo = cv2.imread(str(shared_data / "images" / name))
         for i in range(6):
             _write(data / name[:-4] / f"{i}.png", photo[i * 20:i * 20 + 120, i * 20:i * 20 + 120])
