@@ -17,7 +17,7 @@ if [ -z "$VIDEOS" ]; then
   VIDEOS="$OUT/videos"
   step "1/8 writing synthetic videos with ground truth to $VIDEOS"
   rm -rf "$VIDEOS"
-  "$BIN/vidmine-mine" synth "$VIDEOS" --videos 10 --seed 0
+  "$BIN/vidmine-mine" synth "$VIDEOS" --videos 16 --seed 0
 fi
 
 step "2/8 mining $VIDEOS (moving objects, tracked, crops into LMDB + SQLite)"
