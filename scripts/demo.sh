@@ -25,7 +25,7 @@ step "2/8 mining $VIDEOS (moving objects, tracked, crops into LMDB + SQLite)"
 
 step "3/8 graph: hand-crafted embeddings, clusters, intra/inter edges, transitive pairs"
 "$BIN/vidmine-graph" embed --workdir "$W"
-"$BIN/vidmine-graph" build --workdir "$W" --val-fraction 0.3
+"$BIN/vidmine-graph" build --workdir "$W" --val-fraction 0.4
 "$BIN/vidmine-graph" stats --workdir "$W"
 
 step "4/8 training a triplet network on intra-instance pairs (tracking)"
@@ -34,7 +34,7 @@ step "4/8 training a triplet network on intra-instance pairs (tracking)"
 
 step "5/8 bootstrap: embed with that network, re-cluster, new inter edges and transitive pairs"
 "$BIN/vidmine-graph" embed --workdir "$W" --embedding-model "$W/training/intra/final.pt"
-"$BIN/vidmine-graph" build --workdir "$W" --rebuild --val-fraction 0.3 \
+"$BIN/vidmine-graph" build --workdir "$W" --rebuild --val-fraction 0.4 \
     --embedding-model "$W/training/intra/final.pt"
 "$BIN/vidmine-graph" stats --workdir "$W"
 
