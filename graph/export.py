@@ -44,14 +44,8 @@ def track_rows(store: Store, ids, n: int, rng, per_row: int):
     if len(cols["id"]) == 0:
         raise UsageError("the index has no object crops yet (mine some videos first)")
     chosen = np.asarray(ids, np.int64) if ids else _pick(np.unique(cols["track_id"]), n, rng)
-    rows, labels = [], []
-    for t in chosen:  # one row per shown track
-        members = cols["id"][cols["track_id"] == t]
-        if len(members) == 0:
-            raise UsageError(f"no track {t} with object crops")
-        rows.append(members[:per_row].tolist())
-        labels.append(f"track {t}")
-    return rows, labels
+    return _member_rows(cols["id"], cols["track_id"], chosen, per_row, "track",
+                        lambda t, members: f"track {t}")
 
 
 def cluster_rows(store: Store, ids, n: int, rng, per_row: int):
@@ -62,13 +56,19 @@ def cluster_rows(store: Store, ids, n: int, rng, per_row: int):
                                         dtypes=dict(crop_id=np.int64, fine=np.int64))
     values, sizes = np.unique(cols["fine"], return_counts=True)
     chosen = np.asarray(ids, np.int64) if ids else _pick(values[sizes > 1], n, rng)
+    return _member_rows(cols["crop_id"], cols["fine"], chosen, per_row, "graph cluster",
+                        lambda c, members: f"cluster {c} ({len(members)})")
+
+
+def _member_rows(crop_ids, group_of, chosen, per_row: int, what: str, label):
+    """One sheet row per chosen group (track or cluster): its first ``per_row`` crops."""
     rows, labels = [], []
-    for c in chosen:
-        members = cols["crop_id"][cols["fine"] == c]
+    for g in chosen:
+        members = crop_ids[group_of == g]
         if len(members) == 0:
-            raise UsageError(f"no graph cluster {c}")
+            raise UsageError(f"no {what} {g} with object crops")
         rows.append(members[:per_row].tolist())
-        labels.append(f"cluster {c} ({len(members)})")
+        labels.append(label(g, members))
     return rows, labels
 
 
