@@ -53,8 +53,8 @@ PRESETS = {
     "toy": dict(synth_train=4, synth_heldout=2, steps=6, bootstrap_steps=4, batch_size=8,
                 image_size=32, moco_queue=64, warmup_steps=0, workers=0,
                 mine_workers=2, variants=3, eval_batch=64, max_tracks=300),
-    # ResNet-18 at 112 px on one H100; ~27 crops and ~2.7 tracks per synthetic video (CPU
-    # measurement), so ~21k training crops. 1000 steps x 256 pairs is a guess at a few
+    # ResNet-18 at 112 px on one H100; 14-27 crops and 2-3 tracks per synthetic video (CPU
+    # measurement), so ~11k-21k training crops. 1000 steps x 256 pairs is a guess at a few
     # minutes per run (the issue allows 10): every run's wall time lands in the results.
     # The queue stays well under the crop count so it rarely holds the anchor's own
     # instance as a negative.
