@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,9 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from storage.codec import decode_image, encode_image  # noqa: E402
-from storage.cropstore import CropReader, ShardWriter  # noqa: E402
+from vidmine.storage.codec import decode_image, encode_image
+from vidmine.storage.cropstore import CropReader, ShardWriter
 
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
 

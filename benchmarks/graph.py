@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import networkx as nx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from graph.pairs import (
+from vidmine.graph.pairs import (
     cap_degree,
     cap_per_cluster,
     cluster_candidates,

@@ -18,11 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from vidmine.mining.config import MiningConfig
+from vidmine.storage.config import add_config_args, build_config
 
-from mining.config import MiningConfig  # noqa: E402
-from storage.config import add_config_args, build_config  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SAMPLE = ROOT.parent / "shared" / "data" / "videos" / "box.mp4"
 
@@ -31,8 +30,8 @@ def _job(args: tuple[str, str, MiningConfig, int]) -> tuple[int, float]:
     kind, path, cfg, repeat = args
     import cv2
 
-    from mining.decode import decode_only, quiet_logging
-    from mining.pipeline import MiningStats, mine_video
+    from vidmine.mining.decode import decode_only, quiet_logging
+    from vidmine.mining.pipeline import MiningStats, mine_video
     quiet_logging()
     cv2.setNumThreads(1)
     frames, t0 = 0, time.perf_counter()
@@ -75,7 +74,7 @@ def main() -> int:
         if SAMPLE.is_file():
             video = str(SAMPLE)
         else:
-            from mining.synthetic import generate_video
+            from vidmine.mining.synthetic import generate_video
             video = str(Path(tempfile.mkdtemp()) / "bench.mp4")
             generate_video(video, seed=0, width=640, height=480, seconds=8.0)
     _job(("mine", video, cfg, 1))   # warm caches and imports in this process

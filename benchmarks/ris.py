@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from evaluation.ris import ris_score  # noqa: E402
+from vidmine.evaluation.ris import ris_score
 
 
 def loop_units(F, sets, classes):

@@ -25,14 +25,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from storage.codec import decode_image
-from storage.store import StorageConfig, Store
-from training.augment import CpuAugment
-from training.config import TrainConfig
-from training.data import MixBatchSampler, PairDataset
-from training.trainer import Trainer
+from vidmine.storage.codec import decode_image
+from vidmine.storage.store import StorageConfig, Store
+from vidmine.training.augment import CpuAugment
+from vidmine.training.config import TrainConfig
+from vidmine.training.data import MixBatchSampler, PairDataset
+from vidmine.training.trainer import Trainer
 
 
 def sync(device: torch.device) -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from storage.cliutil import UsageError, add_common_args, open_from_args, print_json, run_main
-from storage.config import add_config_args, build_config, load_toml, to_dict
-from training.backbones import BACKBONES, load_backbone
+from vidmine.storage.cliutil import UsageError, add_common_args, open_from_args, print_json, run_main
+from vidmine.storage.config import add_config_args, build_config, load_toml, to_dict
+from vidmine.training.backbones import BACKBONES, load_backbone
 
 from . import probe as probes
 from . import report, sets

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 from sqlalchemy import select
 
-from storage.codec import decode_image
-from storage.schema import crops, pairs
-from storage.store import Store
+from vidmine.storage.codec import decode_image
+from vidmine.storage.schema import crops, pairs
+from vidmine.storage.store import Store
 
 from .probe import IMAGE_EXTS
 

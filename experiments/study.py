@@ -72,8 +72,8 @@ class OutOfTime(Exception):
     """--deadline-min passed before a stage started."""
 
 
-MODULES = {"vidmine-mine": "mining.cli", "vidmine-graph": "graph.cli",
-           "vidmine-train": "training.cli", "vidmine-eval": "evaluation.cli"}
+MODULES = {"vidmine-mine": "vidmine.mining.cli", "vidmine-graph": "vidmine.graph.cli",
+           "vidmine-train": "vidmine.training.cli", "vidmine-eval": "vidmine.evaluation.cli"}
 
 
 class Cli:

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import delete, func, select
 
-from storage.cliutil import UsageError
-from storage.config import to_dict
-from storage.schema import clusters, crops, edges, pairs, runs
-from storage.store import Store
+from vidmine.storage.cliutil import UsageError
+from vidmine.storage.config import to_dict
+from vidmine.storage.schema import clusters, crops, edges, pairs, runs
+from vidmine.storage.store import Store
 
 from . import cluster as clustering
 from .config import GraphConfig

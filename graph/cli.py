@@ -20,10 +20,10 @@ from pathlib import Path
 from sqlalchemy import func, select, union
 from sqlalchemy.orm import aliased
 
-from storage.cliutil import UsageError, add_common_args, open_from_args, print_json, run_main
-from storage.config import add_config_args, build_config, load_toml
-from storage.schema import crops, edges, pairs
-from storage.verify import verify as verify_storage
+from vidmine.storage.cliutil import UsageError, add_common_args, open_from_args, print_json, run_main
+from vidmine.storage.config import add_config_args, build_config, load_toml
+from vidmine.storage.schema import crops, edges, pairs
+from vidmine.storage.verify import verify as verify_storage
 
 from .build import build, graph_rows
 from .config import GraphConfig
@@ -85,7 +85,7 @@ def cmd_stats(args) -> int:
 
 
 def _show_png(store, report: dict, out: Path) -> Path:
-    from storage.sheets import contact_sheet
+    from vidmine.storage.sheets import contact_sheet
     node = report["node"]["crop"]
     intra = [e["dst"] if e["src"] == node else e["src"] for e in report["edges"]
              if e["kind"] == "intra" and node in (e["src"], e["dst"])]

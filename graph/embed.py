@@ -28,11 +28,11 @@ import numpy as np
 from sqlalchemy import select
 from tqdm import tqdm
 
-from storage.cliutil import UsageError
-from storage.codec import decode_image
-from storage.config import to_dict
-from storage.schema import crops, embedding_sets
-from storage.store import Store
+from vidmine.storage.cliutil import UsageError
+from vidmine.storage.codec import decode_image
+from vidmine.storage.config import to_dict
+from vidmine.storage.schema import crops, embedding_sets
+from vidmine.storage.store import Store
 
 from .config import GraphConfig
 
@@ -89,7 +89,7 @@ class NetworkEmbedder:
     def __init__(self, checkpoint: str, backbone: str | None, image_size: int, device: str):
         import torch
 
-        from training.backbones import load_backbone
+        from vidmine.training.backbones import load_backbone
         try:
             self.trunk = load_backbone(checkpoint, backbone)
         except ValueError as exc:

@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 from sqlalchemy import func, select
 
-from storage.cliutil import UsageError
-from storage.schema import clusters, crops, pairs
-from storage.sheets import contact_sheet, load_crops
-from storage.store import Store
+from vidmine.storage.cliutil import UsageError
+from vidmine.storage.schema import clusters, crops, pairs
+from vidmine.storage.sheets import contact_sheet, load_crops
+from vidmine.storage.store import Store
 
 from .build import graph_rows
 from .inspect import crop_info, explain

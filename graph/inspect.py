@@ -14,9 +14,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sqlalchemy import func, or_, select
 
-from storage.cliutil import UsageError
-from storage.schema import clusters, crops, edges, embedding_sets, pairs, tracks, videos
-from storage.store import Store
+from vidmine.storage.cliutil import UsageError
+from vidmine.storage.schema import clusters, crops, edges, embedding_sets, pairs, tracks, videos
+from vidmine.storage.store import Store
 
 from .build import graph_rows, load_graph
 

@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from storage.cliutil import (
+from vidmine.storage.cliutil import (
     UsageError,
     add_common_args,
     open_from_args,
@@ -21,9 +21,9 @@ from storage.cliutil import (
     run_main,
     storage_config,
 )
-from storage.config import add_config_args, build_config, load_toml, to_dict
-from storage.store import Store
-from storage.verify import verify
+from vidmine.storage.config import add_config_args, build_config, load_toml, to_dict
+from vidmine.storage.store import Store
+from vidmine.storage.verify import verify
 
 from .config import MiningConfig
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from storage.db import Index
-from storage.schema import videos
+from vidmine.storage.db import Index
+from vidmine.storage.schema import videos
 
 from .config import VIDEO_EXTENSIONS
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from storage.ingest import LeaseLost, commit_video
-from storage.store import Store
+from vidmine.storage.ingest import LeaseLost, commit_video
+from vidmine.storage.store import Store
 
 from .config import MiningConfig
 from .decode import VideoRejected, quiet_logging

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from storage.codec import encode_image
-from storage.ingest import CropRecord, TrackRecord, VideoResult
+from vidmine.storage.codec import encode_image
+from vidmine.storage.ingest import CropRecord, TrackRecord, VideoResult
 
 from .config import MiningConfig
 from .decode import Frame, VideoReader

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from storage.schema import crops, tracks, videos
-from storage.sheets import contact_sheet
-from storage.store import Store
+from vidmine.storage.schema import crops, tracks, videos
+from vidmine.storage.sheets import contact_sheet
+from vidmine.storage.store import Store
 
 from .worker import RunSummary
 

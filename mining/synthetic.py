@@ -16,7 +16,7 @@ import av
 import cv2
 import numpy as np
 
-from storage.ingest import VideoResult
+from vidmine.storage.ingest import VideoResult
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from storage.codec import encode_image
+from vidmine.storage.codec import encode_image
 
 from .config import MiningConfig
 

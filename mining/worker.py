@@ -23,9 +23,9 @@ from pathlib import Path
 
 import cv2
 
-from storage.errors import DatabaseError, StorageError, StoreFullError
-from storage.ingest import LeaseLost, commit_video
-from storage.store import StorageConfig, Store
+from vidmine.storage.errors import DatabaseError, StorageError, StoreFullError
+from vidmine.storage.ingest import LeaseLost, commit_video
+from vidmine.storage.store import StorageConfig, Store
 
 from .config import MiningConfig
 from .decode import MiningStopped, VideoRejected, quiet_logging

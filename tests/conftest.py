@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.store import StorageConfig, Store
 from tests.pgserver import PostgresServer, find_bindir
+from vidmine.storage.store import StorageConfig, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VIDMINE_SHARED_DATA", ROOT.parent / "shared" / "data"))

@@ -11,9 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from storage.codec import encode_image
-from storage.ingest import CropRecord, TrackRecord, VideoResult, commit_video
-from storage.store import Store
+from vidmine.storage.codec import encode_image
+from vidmine.storage.ingest import CropRecord, TrackRecord, VideoResult, commit_video
+from vidmine.storage.store import Store
 
 
 def textures(images_dir: Path | None, n: int, rng: np.random.Generator, size: int = 160) -> list[np.ndarray]:
@@ -66,7 +66,7 @@ def fill_store(store: Store, n_videos: int = 3, tracks_per_video: int = 3, crops
     owner = f"factory-{seed}"
     from sqlalchemy import select
 
-    from storage.schema import crops, videos
+    from vidmine.storage.schema import crops, videos
     for _ in range(n_videos):
         video = store.index.claim_video(owner, lease_s=600)
         instances = rng.choice(n_instances, size=tracks_per_video, replace=False)

@@ -8,14 +8,14 @@ import json
 import pytest
 from sqlalchemy import select
 
-from evaluation.cli import main as eval_main
-from graph.cli import main as graph_main
-from mining.cli import main as mine_main
-from storage.maintenance import main as store_main
-from storage.schema import embedding_sets
-from storage.store import StorageConfig, Store
-from training.backbones import load_backbone
-from training.cli import main as train_main
+from vidmine.evaluation.cli import main as eval_main
+from vidmine.graph.cli import main as graph_main
+from vidmine.mining.cli import main as mine_main
+from vidmine.storage.maintenance import main as store_main
+from vidmine.storage.schema import embedding_sets
+from vidmine.storage.store import StorageConfig, Store
+from vidmine.training.backbones import load_backbone
+from vidmine.training.cli import main as train_main
 
 TINY = ["--image-size", "32", "--batch-size", "8", "--steps", "4", "--warmup-steps", "0",
         "--workers", "0", "--checkpoint-every", "100", "--backbone", "resnet18"]

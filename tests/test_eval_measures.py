@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation import sets
-from evaluation.cli import main as eval_main
-from evaluation.probe import knn_accuracy, linear_probe_accuracy
-from evaluation.retrieval import retrieval_metrics
 from tests.factories import fill_store
-from training.backbones import build_backbone, save_backbone
+from vidmine.evaluation import sets
+from vidmine.evaluation.cli import main as eval_main
+from vidmine.evaluation.probe import knn_accuracy, linear_probe_accuracy
+from vidmine.evaluation.retrieval import retrieval_metrics
+from vidmine.training.backbones import build_backbone, save_backbone
 
 
 def _brute_force(features, labels, ks=(1, 5)):
@@ -110,7 +110,7 @@ def test_sets_from_store_are_labelled_and_shaped(sqlite_store, shared_data):
 
 @pytest.mark.slow
 def test_cli_compares_checkpoints_and_the_floor(tmp_path, shared_data, capsys):
-    from storage.store import StorageConfig, Store
+    from vidmine.storage.store import StorageConfig, Store
     work = tmp_path / "work"
     store = Store(StorageConfig(workdir=str(work)))
     fill_store(store, n_videos=3, tracks_per_video=3, crops_per_track=4,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.ris import ris_score
+from vidmine.evaluation.ris import ris_score
 
 
 def test_hand_computed_case():

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from graph.build import build, load_graph
-from graph.config import GraphConfig
-from graph.embed import embed
-from graph.inspect import explain
-from storage.cliutil import UsageError
-from storage.schema import crops, edges, pairs, runs
 from tests.conftest import SHARED_DATA
 from tests.factories import fill_store
+from vidmine.graph.build import build, load_graph
+from vidmine.graph.config import GraphConfig
+from vidmine.graph.embed import embed
+from vidmine.graph.inspect import explain
+from vidmine.storage.cliutil import UsageError
+from vidmine.storage.schema import crops, edges, pairs, runs
 
 IMAGES = SHARED_DATA / "images" if (SHARED_DATA / "images").is_dir() else None
 

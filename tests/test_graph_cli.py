@@ -7,11 +7,11 @@ import cv2
 import pytest
 from sqlalchemy import select, update
 
-from graph.cli import main
-from storage.schema import pairs, videos
-from storage.store import StorageConfig, Store
 from tests.factories import fill_store
 from tests.test_graph_build import IMAGES
+from vidmine.graph.cli import main
+from vidmine.storage.schema import pairs, videos
+from vidmine.storage.store import StorageConfig, Store
 
 HOSTILE = '/videos/<script>alert("x")</script> & <img src=x onerror=y>.mp4'
 

@@ -6,13 +6,13 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from graph.config import GraphConfig
-from graph.embed import embed, handcrafted_descriptor, load_embeddings
-from storage.cliutil import UsageError
-from storage.schema import embedding_sets, runs
 from tests.factories import fill_store
 from tests.test_graph_build import IMAGES
-from training.backbones import build_backbone, save_backbone
+from vidmine.graph.config import GraphConfig
+from vidmine.graph.embed import embed, handcrafted_descriptor, load_embeddings
+from vidmine.storage.cliutil import UsageError
+from vidmine.storage.schema import embedding_sets, runs
+from vidmine.training.backbones import build_backbone, save_backbone
 
 
 def test_handcrafted_descriptor_puts_one_instance_closer_than_others(sqlite_store):
@@ -55,8 +55,8 @@ def test_network_embedding_from_a_saved_checkpoint(sqlite_store, tmp_path):
     emb = load_embeddings(sqlite_store)
     assert emb.checkpoint == str(ckpt.resolve()) and emb.vectors.shape == (12, 512)
     # the same crops through the trunk by hand give the same vectors
-    from graph.embed import NetworkEmbedder
-    from storage.sheets import load_crops
+    from vidmine.graph.embed import NetworkEmbedder
+    from vidmine.storage.sheets import load_crops
     images = load_crops(sqlite_store, emb.crop_ids[:3].tolist())
     direct = NetworkEmbedder(str(ckpt), None, 64, "cpu")([images[int(i)] for i in emb.crop_ids[:3]])
     assert np.allclose(direct, emb.vectors[:3], atol=1e-4)

@@ -6,7 +6,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from graph.pairs import (
+from vidmine.graph.pairs import (
     INTER,
     INTRA,
     KIND_NAMES,

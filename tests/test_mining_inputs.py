@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from mining.cli import main
-from mining.config import MiningConfig
-from mining.decode import VideoReader, VideoRejected
-from mining.synthetic import generate_video
-from storage.schema import crops, tracks, videos
-from storage.store import StorageConfig, Store
+from vidmine.mining.cli import main
+from vidmine.mining.config import MiningConfig
+from vidmine.mining.decode import VideoReader, VideoRejected
+from vidmine.mining.synthetic import generate_video
+from vidmine.storage.schema import crops, tracks, videos
+from vidmine.storage.store import StorageConfig, Store
 
 FAST = ["--stable-s", "0", "--workers", "1"]
 
@@ -134,6 +134,6 @@ def test_sample_videos_give_tracks_and_a_contact_sheet(tmp_path, shared_data, ca
 
 
 def test_console_script_runs_as_a_module(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "mining.cli", "status", "--json",
+    res = subprocess.run([sys.executable, "-m", "vidmine.mining.cli", "status", "--json",
                           "--workdir", str(tmp_path / "none")], capture_output=True, text=True)
     assert res.returncode == 2 and res.stdout == "" and "error:" in res.stderr

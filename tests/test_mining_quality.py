@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mining.config import MiningConfig
-from mining.decode import VideoReader
-from mining.motion import color_histogram, is_shot_boundary, nms
-from mining.pipeline import MiningStats, mine_video
-from mining.synthetic import generate_video, track_quality
-from mining.track import make_tracker
-from storage.store import StorageConfig, Store
+from vidmine.mining.config import MiningConfig
+from vidmine.mining.decode import VideoReader
+from vidmine.mining.motion import color_histogram, is_shot_boundary, nms
+from vidmine.mining.pipeline import MiningStats, mine_video
+from vidmine.mining.synthetic import generate_video, track_quality
+from vidmine.mining.track import make_tracker
+from vidmine.storage.store import StorageConfig, Store
 
 
 def test_synthetic_ground_truth_precision_and_recall(tmp_path):
@@ -78,7 +78,7 @@ def test_selective_search_proposer_mines_tracks(tmp_path):
 @pytest.mark.slow
 def test_ray_executor_mines_like_the_local_one(tmp_path):
     ray = pytest.importorskip("ray")
-    from mining.executors import run_ray
+    from vidmine.mining.executors import run_ray
     folder = tmp_path / "videos"
     generate_video(folder / "a.mp4", seed=5, seconds=1.5)
     (folder / "broken.mp4").write_text("not a video")

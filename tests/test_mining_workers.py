@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mining.synthetic import generate_video
-from storage.schema import crops, videos
-from storage.store import StorageConfig, Store
-from storage.verify import verify
+from vidmine.mining.synthetic import generate_video
+from vidmine.storage.schema import crops, videos
+from vidmine.storage.store import StorageConfig, Store
+from vidmine.storage.verify import verify
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--working-long-side", "320", "--frame-interval-s", "0"]
 
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mining.cli", *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "vidmine.mining.cli", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, **kw)
 
@@ -77,7 +77,7 @@ def test_worker_killed_mid_video_then_run_resumed(tmp_path, shared_data):
         assert row["status"] == "claimed"
         with store.index.read() as conn:   # nothing half-visible
             assert conn.execute(select(crops.c.id).where(crops.c.video_id == row["id"])).first() is None
-        resumed = subprocess.run([sys.executable, "-m", "mining.cli", *args], cwd=ROOT,
+        resumed = subprocess.run([sys.executable, "-m", "vidmine.mining.cli", *args], cwd=ROOT,
                                  capture_output=True, text=True, timeout=120)
         assert resumed.returncode == 0, resumed.stderr
         assert json.loads(resumed.stdout)["done"] == 1

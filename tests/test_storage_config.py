@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from storage.cliutil import ENVIRONMENT, add_common_args, storage_config
-from storage.config import ConfigError, add_config_args, build_config, load_toml
-from storage.store import StorageConfig
+from vidmine.storage.cliutil import ENVIRONMENT, add_common_args, storage_config
+from vidmine.storage.config import ConfigError, add_config_args, build_config, load_toml
+from vidmine.storage.store import StorageConfig
 
 
 def test_toml_then_flags_override_defaults(tmp_path):

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from storage.schema import crops, videos
-from storage.store import StorageConfig, Store
-from storage.verify import verify
+from vidmine.storage.schema import crops, videos
+from vidmine.storage.store import StorageConfig, Store
+from vidmine.storage.verify import verify
 
 _WRITER = textwrap.dedent("""
     import sys, numpy as np
-    from storage.store import Store, StorageConfig
-    from storage.ingest import CropRecord, TrackRecord, VideoResult, commit_video
-    from storage.codec import encode_image
+    from vidmine.storage.store import Store, StorageConfig
+    from vidmine.storage.ingest import CropRecord, TrackRecord, VideoResult, commit_video
+    from vidmine.storage.codec import encode_image
     store = Store(StorageConfig(workdir=sys.argv[1], db=sys.argv[2]))
     writer = store.new_writer("kill")
     rng = np.random.default_rng(int(sys.argv[3]))

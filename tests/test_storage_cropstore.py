@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from storage.codec import decode_image, encode_image
-from storage.cropstore import CropReader, ShardWriter
-from storage.errors import MissingCropError, ShardError, StoreFullError
+from vidmine.storage.codec import decode_image, encode_image
+from vidmine.storage.cropstore import CropReader, ShardWriter
+from vidmine.storage.errors import MissingCropError, ShardError, StoreFullError
 
 
 def _items(n: int, size: int = 4096, seed: int = 0) -> list[tuple[str, bytes]]:
@@ -56,7 +56,7 @@ def test_map_grows_on_demand_while_a_reader_reads(tmp_path):
     # after the writer has grown the map many times under it.
     script = textwrap.dedent(f"""
         import sys
-        from storage.cropstore import CropReader
+        from vidmine.storage.cropstore import CropReader
         r = CropReader({str(tmp_path)!r})
         assert r.get("grow", "first") == b"1" * 1000
         print("opened", flush=True)
@@ -104,8 +104,8 @@ def test_reader_inside_dataloader_workers(tmp_path, start_method):
 
 _FULL_DISK_SCRIPT = textwrap.dedent("""
     import signal, resource, sys, numpy as np
-    from storage.cropstore import ShardWriter
-    from storage.errors import StoreFullError
+    from vidmine.storage.cropstore import ShardWriter
+    from vidmine.storage.errors import StoreFullError
     if sys.argv[2] == "rlimit":
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 20, 3 << 20))

@@ -10,10 +10,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select
 
-from storage.db import Index
-from storage.errors import DatabaseError
-from storage.migrate import current_revision, head_revision
-from storage.schema import crops, metadata, pairs, videos
+from vidmine.storage.db import Index
+from vidmine.storage.errors import DatabaseError
+from vidmine.storage.migrate import current_revision, head_revision
+from vidmine.storage.schema import crops, metadata, pairs, videos
 
 
 def test_migrations_build_exactly_the_schema(db_url):

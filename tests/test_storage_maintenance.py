@@ -5,11 +5,11 @@ import json
 
 from sqlalchemy import select
 
-from storage.maintenance import main as store_main
-from storage.schema import crops
-from storage.store import StorageConfig, Store
-from storage.verify import verify
 from tests.factories import fill_store
+from vidmine.storage.maintenance import main as store_main
+from vidmine.storage.schema import crops
+from vidmine.storage.store import StorageConfig, Store
+from vidmine.storage.verify import verify
 
 
 def _all_bytes(store: Store) -> dict[int, bytes]:

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from storage.codec import encode_image
-from training.augment import BatchAugment, CpuAugment, cpu_transform, normalize
-from training.data import bytes_tensor
+from vidmine.storage.codec import encode_image
+from vidmine.training.augment import BatchAugment, CpuAugment, cpu_transform, normalize
+from vidmine.training.data import bytes_tensor
 
 OFF = {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "p_jitter": 0.0, "p_gray": 0.0, "p_blur": 0.0,
        "p_flip": 0.0}

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from storage.cliutil import UsageError
 from tests.test_training_fixtures import SMALL, make_store, open_train_store
-from training.augment import CpuAugment
-from training.config import TrainConfig, parse_positives
-from training.data import (
+from vidmine.storage.cliutil import UsageError
+from vidmine.training.augment import CpuAugment
+from vidmine.training.config import TrainConfig, parse_positives
+from vidmine.training.data import (
     MixBatchSampler,
     PairDataset,
     load_pair_data,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import select
 
-from storage.schema import clusters, crops, pairs
-from storage.store import StorageConfig, Store
 from tests.factories import fill_store
+from vidmine.storage.schema import clusters, crops, pairs
+from vidmine.storage.store import StorageConfig, Store
 
 SMALL = {"image_size": 32, "batch_size": 8, "workers": 0, "warmup_steps": 0, "moco_queue": 64,
          "min_gap": 1, "log_every": 1}

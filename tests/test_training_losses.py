@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses import forbidden_negatives, info_nce, select_negatives, triplet_loss
-from training.models import MoCo, TripletNet
+from vidmine.training.losses import forbidden_negatives, info_nce, select_negatives, triplet_loss
+from vidmine.training.models import MoCo, TripletNet
 
 
 def _one_hot_pairs(b: int, dim: int = 16, jitter: float = 0.0):

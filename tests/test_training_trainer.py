@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from storage.cliutil import UsageError
 from tests.test_training_fixtures import SMALL, open_train_store
-from training.backbones import load_backbone
-from training.cli import main
-from training.config import TrainConfig
-from training.trainer import Trainer
+from vidmine.storage.cliutil import UsageError
+from vidmine.training.backbones import load_backbone
+from vidmine.training.cli import main
+from vidmine.training.config import TrainConfig
+from vidmine.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def test_triplet_training_lowers_the_loss_and_checkpoint_loads(train_store, tmp_
     with store.index.read() as conn:
         from sqlalchemy import select
 
-        from storage.schema import runs
+        from vidmine.storage.schema import runs
         row = conn.execute(select(runs.c.status, runs.c.summary).where(
             runs.c.id == summary["run_id"])).one()
     assert row.status == "done" and json.loads(row.summary)["checkpoint"].endswith("final.pt")
@@ -93,7 +93,7 @@ def _cli_args(workdir: Path, *extra: str) -> list[str]:
 def test_sigterm_writes_a_checkpoint_and_resume_continues(train_store, tmp_path):
     store, _ = train_store
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "training.cli", *_cli_args(
+    cmd = [sys.executable, "-m", "vidmine.training.cli", *_cli_args(
         store.root, "--objective", "moco", "--positives", "tracker", "--steps", "1000",
         "--checkpoint-every", "0", "--out", str(out))]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -129,7 +129,7 @@ def test_ddp_two_gloo_processes(train_store, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           "--nproc_per_node", "2", "-m", "training.cli", *_cli_args(
+           "--nproc_per_node", "2", "-m", "vidmine.training.cli", *_cli_args(
                store.root, "--objective", "moco", "--positives", "intra", "--steps", "3",
                "--out", str(out), "--json")]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300,

@@ -3,7 +3,7 @@
     vidmine-train --workdir W --objective triplet --positives intra --backbone vgg16
     vidmine-train --workdir W --objective moco --positives transitive:1,intra:0.5 --steps 20000
     vidmine-train --workdir W --objective moco --resume          # continue <out>/last.pt
-    torchrun --nproc_per_node 8 -m training.cli --workdir W ...   # one process per GPU
+    torchrun --nproc_per_node 8 -m vidmine.training.cli --workdir W ...   # one process per GPU
     vidmine-train sources --workdir W --json                      # pairs per positive source
 
 ``train`` is the default command. The final checkpoint (<out>/final.pt) is a
@@ -15,8 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from storage.cliutil import add_common_args, open_from_args, print_json, run_main
-from storage.config import add_config_args, build_config, load_toml
+from vidmine.storage.cliutil import add_common_args, open_from_args, print_json, run_main
+from vidmine.storage.config import add_config_args, build_config, load_toml
 
 from .config import SOURCES, TrainConfig
 

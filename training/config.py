@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from storage.config import ConfigError
+from vidmine.storage.config import ConfigError
 
 from .backbones import BACKBONES
 

@@ -19,12 +19,12 @@ import torch
 from sqlalchemy import func, select
 from torch.utils.data import Dataset
 
-from storage.cliutil import UsageError
-from storage.codec import decode_image
-from storage.cropstore import CropReader
-from storage.db import Index
-from storage.schema import clusters, crops, pairs
-from storage.store import Store
+from vidmine.storage.cliutil import UsageError
+from vidmine.storage.codec import decode_image
+from vidmine.storage.cropstore import CropReader
+from vidmine.storage.db import Index
+from vidmine.storage.schema import clusters, crops, pairs
+from vidmine.storage.store import Store
 
 from .config import PAIR_SOURCES, TrainConfig, parse_positives
 

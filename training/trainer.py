@@ -25,9 +25,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from storage.cliutil import UsageError
-from storage.config import to_dict
-from storage.store import Store
+from vidmine.storage.cliutil import UsageError
+from vidmine.storage.config import to_dict
+from vidmine.storage.store import Store
 
 from .augment import BatchAugment, CpuAugment, normalize
 from .backbones import save_backbone

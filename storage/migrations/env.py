@@ -1,7 +1,7 @@
 """Alembic environment: runs on the connection that storage.migrate hands over."""
 from alembic import context
 
-from storage.schema import metadata
+from vidmine.storage.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

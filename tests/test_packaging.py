@@ -1,0 +1,44 @@
+"""Packaging: one installed name, ``vidmine``; the folders of the checkout map into it."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_FOLDERS = ("vidmine", "mining", "graph", "storage", "training", "evaluation")
+
+
+def test_the_wheel_holds_one_top_level_package(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in PACKAGE_FOLDERS:
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                          "-q", "-w", str(tmp_path / "dist"), str(src)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "is absent from the `packages` configuration" not in res.stderr
+    (wheel,) = (tmp_path / "dist").glob("vidmine-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"vidmine", wheel.name.split("-py")[0] + ".dist-info"}
+    for sub in PACKAGE_FOLDERS[1:]:
+        assert f"vidmine/{sub}/__init__.py" in names
+    assert "vidmine/storage/migrations/script.py.mako" in names
+    assert any(n.startswith("vidmine/storage/migrations/versions/") for n in names)
+
+
+def test_the_namespace_imports_from_anywhere_and_the_bare_names_do_not(tmp_path):
+    code = ("import importlib.util, vidmine.storage, vidmine.training.cli; "
+            "print([importlib.util.find_spec(n) is None for n in "
+            "('storage', 'mining', 'graph', 'training', 'evaluation')])")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[True, True, True, True, True]"
+    res = subprocess.run([sys.executable, "-m", "vidmine.training.cli", "--help"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0 and "vidmine-train" in res.stdout, res.stderr
