@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidmine.storage.codec import decode_image, encode_image
+from vidmine.images import decode_image, encode_image
 from vidmine.storage.cropstore import CropReader, ShardWriter
 
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from vidmine.config import add_config_args, build_config
 from vidmine.mining.config import MiningConfig
-from vidmine.storage.config import add_config_args, build_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

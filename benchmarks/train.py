@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from vidmine.storage.codec import decode_image
+from vidmine.images import decode_image
 from vidmine.storage.store import StorageConfig, Store
 from vidmine.training.augment import CpuAugment
 from vidmine.training.config import TrainConfig

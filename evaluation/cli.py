@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass, field
@@ -15,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidmine.storage.cliutil import UsageError, add_common_args, open_from_args, print_json, run_main
-from vidmine.storage.config import add_config_args, build_config, load_toml, to_dict
+from vidmine.cli import add_command, command_parser, open_store, print_json, run_main, settings
+from vidmine.config import to_dict
+from vidmine.errors import UsageError
 from vidmine.training.backbones import BACKBONES, load_backbone
+from vidmine.training.features import embed_images
 
 from . import probe as probes
 from . import report, sets
-from .features import extract_features
 from .retrieval import retrieval_metrics
 from .ris import ris_score
 
@@ -62,9 +62,9 @@ def _invariance_sets(args, cfg: EvalConfig) -> list[sets.InvarianceSets]:
     for spec in args.sets:
         kind, _, path = spec.partition(":")
         if kind == "store":
-            store = open_from_args(args)
-            out += sets.store_sets(store, max_tracks=cfg.max_tracks, variants=cfg.variants,
-                                   seed=cfg.seed)
+            with open_store(args) as store:
+                out += sets.store_sets(store, max_tracks=cfg.max_tracks, variants=cfg.variants,
+                                       seed=cfg.seed)
         elif kind == "folder":
             out.append(sets.from_folder(path))
         elif kind.startswith("aloi-"):
@@ -92,8 +92,8 @@ def cmd_ris(args, cfg: EvalConfig) -> dict:
     rows, charts = [], {f"top{k}": {} for k in cfg.k}
     for inv in _invariance_sets(args, cfg):
         for name, trunk in models.items():
-            feats = extract_features(trunk, inv.images, cfg.size, cfg.batch_size, cfg.device,
-                                     progress=not args.json)
+            feats = embed_images(trunk, inv.images, cfg.size, cfg.batch_size, cfg.device,
+                                 progress=not args.json)
             row = {"invariance": inv.label, "model": name, "images": len(inv.images),
                    "sets": int(len(np.unique(inv.set_ids)))}
             for k in cfg.k:
@@ -114,17 +114,17 @@ def cmd_ris(args, cfg: EvalConfig) -> dict:
 
 def cmd_retrieval(args, cfg: EvalConfig) -> dict:
     models = _models(args, cfg)
-    store = open_from_args(args)
-    tracks = sets.held_out_tracks(store, max_tracks=cfg.max_tracks, seed=cfg.seed)
-    if len(tracks) < 2:
-        raise UsageError("need at least 2 held-out tracks with 3+ crops: mine more videos")
-    ids = np.concatenate(list(tracks.values()))
+    with open_store(args) as store:
+        tracks = sets.held_out_tracks(store, max_tracks=cfg.max_tracks, seed=cfg.seed)
+        if len(tracks) < 2:
+            raise UsageError("need at least 2 held-out tracks with 3+ crops: mine more videos")
+        ids = np.concatenate(list(tracks.values()))
+        images = store.load_crops(ids)
     labels = np.concatenate([[t] * len(v) for t, v in tracks.items()])
-    images = sets._load(store, ids)
     rows = []
     for name, trunk in models.items():
-        feats = extract_features(trunk, [images[int(i)] for i in ids], cfg.size, cfg.batch_size,
-                                 cfg.device, progress=not args.json)
+        feats = embed_images(trunk, [images[int(i)] for i in ids], cfg.size, cfg.batch_size,
+                             cfg.device, progress=not args.json)
         rows.append({"model": name, **retrieval_metrics(feats, labels)})
     out = _out_dir(args)
     chart = {m: {r["model"]: r[m] for r in rows} for m in ("recall@1", "recall@5", "mAP")}
@@ -144,10 +144,10 @@ def cmd_probe(args, cfg: EvalConfig) -> dict:
     models = _models(args, cfg)
     rows = []
     for name, trunk in models.items():
-        tr = extract_features(trunk, data["train"][0], cfg.size, cfg.batch_size, cfg.device,
-                              progress=not args.json)
-        va = extract_features(trunk, data["val"][0], cfg.size, cfg.batch_size, cfg.device,
-                              progress=not args.json)
+        tr = embed_images(trunk, data["train"][0], cfg.size, cfg.batch_size, cfg.device,
+                          progress=not args.json)
+        va = embed_images(trunk, data["val"][0], cfg.size, cfg.batch_size, cfg.device,
+                          progress=not args.json)
         rows.append({"model": name,
                      "knn": probes.knn_accuracy(tr, data["train"][1], va, data["val"][1], cfg.knn_k),
                      "linear": probes.linear_probe_accuracy(tr, data["train"][1], va,
@@ -167,19 +167,31 @@ def cmd_probe(args, cfg: EvalConfig) -> dict:
     return result
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vidmine-eval", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, helptext in [("ris", "Top-K representation invariance scores"),
-                           ("retrieval", "instance retrieval on held-out tracks"),
-                           ("probe", "linear and kNN probes on an image folder")]:
-        p = sub.add_parser(name, help=helptext)
-        add_common_args(p)
-        add_config_args(p, EvalConfig)
+def _command(fn):
+    """A command of this CLI: settings from flags and TOML, set errors as one line, --json."""
+    def run(args) -> int:
+        cfg = settings(args, EvalConfig, "evaluation")
+        if cfg.backbone not in BACKBONES:
+            raise UsageError(f"unknown backbone {cfg.backbone!r}; choose from {sorted(BACKBONES)}")
+        try:
+            result = fn(args, cfg)
+        except ValueError as exc:  # sets and probes name what is wrong with the data
+            raise UsageError(str(exc)) from exc
+        if args.json:
+            print_json(result)
+        return 0
+    return run
+
+
+def build_parser():
+    parser, commands = command_parser("vidmine-eval", __doc__)
+    for name, fn, help_text in [("ris", cmd_ris, "Top-K representation invariance scores"),
+                                ("retrieval", cmd_retrieval, "instance retrieval on held-out tracks"),
+                                ("probe", cmd_probe, "linear and kNN probes on an image folder")]:
+        p = add_command(commands, name, _command(fn), help_text, settings=[EvalConfig])
         p.add_argument("--checkpoint", action="append",
                        help="a vidmine or torchvision checkpoint (repeatable)")
         p.add_argument("--out", help="report directory (default <workdir>/reports/eval-...)")
-        p.add_argument("--json", action="store_true", help="print one JSON object only")
         if name == "ris":
             p.add_argument("--sets", nargs="+", default=["store"],
                            help="store | folder:DIR | aloi-viewpoint:DIR | got10k:DIR | ...")
@@ -188,22 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    cfg = build_config(EvalConfig, args, load_toml(args.config), "evaluation")
-    if cfg.backbone not in BACKBONES:
-        raise UsageError(f"unknown backbone {cfg.backbone!r}; choose from {sorted(BACKBONES)}")
-    try:
-        result = {"ris": cmd_ris, "retrieval": cmd_retrieval, "probe": cmd_probe}[args.command](args, cfg)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    if args.json:
-        print_json(result)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run_main("vidmine-eval", _main, argv)
+    return run_main("vidmine-eval", build_parser, argv)
 
 
 if __name__ == "__main__":

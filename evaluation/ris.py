@@ -1,4 +1,4 @@
-"""Top-K Representation Invariance Score (Purushwalkam & Gupta, 2020), exactly as DESIGN.md.
+"""Top-K Representation Invariance Score (Purushwalkam & Gupta, 2020), exactly as docs/design.md.
 
 Features ``F`` (N images x D units), images grouped into *sets* (one object under one kind
 of transformation) and sets into *classes*:

@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 from sqlalchemy import select
 
-from vidmine.storage.codec import decode_image
 from vidmine.storage.schema import crops, pairs
 from vidmine.storage.store import Store
 
@@ -215,14 +214,6 @@ def held_out_tracks(store: Store, max_tracks: int = 300, crops_per_track: int = 
     return {t: tracks[t] for t in chosen}
 
 
-def _load(store: Store, crop_ids: np.ndarray) -> dict[int, np.ndarray]:
-    with store.index.read() as conn:
-        refs = conn.execute(select(crops.c.id, crops.c.shard, crops.c.key)
-                            .where(crops.c.id.in_([int(i) for i in crop_ids]))).all()
-    blobs = store.reader.get_many([(s, k) for _, s, k in refs])
-    return {i: decode_image(b) for (i, _, _), b in zip(refs, blobs)}
-
-
 def store_sets(store: Store, kinds: tuple[str, ...] = ("viewpoint", "occlusion", "illumination"),
                max_tracks: int = 300, variants: int = 8, seed: int = 0) -> list[InvarianceSets]:
     """Invariance sets from held-out tracks. ``viewpoint``: one set = the crops of one track
@@ -231,7 +222,7 @@ def store_sets(store: Store, kinds: tuple[str, ...] = ("viewpoint", "occlusion",
     tracks = held_out_tracks(store, max_tracks=max_tracks, seed=seed)
     if len(tracks) < 2:
         raise ValueError("need at least 2 held-out tracks with 3+ crops: mine more videos")
-    images_by_id = _load(store, np.concatenate(list(tracks.values())))
+    images_by_id = store.load_crops(np.concatenate(list(tracks.values())))
     rng = np.random.default_rng(seed)
     out = []
     for kind in kinds:

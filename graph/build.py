@@ -13,6 +13,7 @@ kind ``graph``; every build is one such run.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -20,17 +21,17 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import delete, func, select
 
-from vidmine.storage.cliutil import UsageError
-from vidmine.storage.config import to_dict
-from vidmine.storage.schema import clusters, crops, edges, pairs, runs
+from vidmine.arrays import lookup_sorted
+from vidmine.config import to_dict
+from vidmine.errors import UsageError
+from vidmine.storage.schema import EDGE_KINDS, PAIR_KINDS, clusters, crops, edges, graph_rows, pairs, runs
 from vidmine.storage.store import Store
 
 from . import cluster as clustering
 from .config import GraphConfig
-from .embed import load_embeddings
+from .embed import HANDCRAFTED, embed, load_embeddings
 from .pairs import (
     INTRA,
-    KIND_NAMES,
     cap_degree,
     cap_per_cluster,
     cluster_candidates,
@@ -44,11 +45,6 @@ from .pairs import (
 
 # settings a build must share with the graph it extends
 STRUCTURAL = ("intra_mode", "intra_stride", "clustering")
-
-
-def graph_rows(table):
-    """WHERE clause: rows of ``table`` written by graph builds."""
-    return table.c.run_id.in_(select(runs.c.id).where(runs.c.kind == "graph").scalar_subquery())
 
 
 @dataclass
@@ -69,11 +65,7 @@ class Graph:
 
     def index_of(self, crop_ids) -> np.ndarray:
         """Node index of each crop id; -1 for crops that are not graph nodes."""
-        crop_ids = np.asarray(crop_ids, np.int64)
-        if len(self.node) == 0:
-            return np.full(len(crop_ids), -1, np.int64)
-        pos = np.minimum(np.searchsorted(self.node, crop_ids), len(self.node) - 1)
-        return np.where(self.node[pos] == crop_ids, pos, -1)
+        return lookup_sorted(self.node, crop_ids)
 
 
 def load_graph(store: Store, with_pairs: bool = True) -> Graph:
@@ -156,7 +148,19 @@ def _labels(cfg: GraphConfig, x: np.ndarray, old: np.ndarray, new: np.ndarray,
     return coarse, fine, None
 
 
-def build(store: Store, cfg: GraphConfig, rebuild: bool = False) -> dict:
+def embeddings_for(store: Store, cfg: GraphConfig, nodes: np.ndarray, progress: bool = False):
+    """The newest embedding sets, covering every node: crops they lack are embedded first
+    with the same model, or, on a store never embedded, with ``cfg.embedding_model`` (the
+    hand-crafted descriptor by default)."""
+    emb = load_embeddings(store)
+    if emb is None or (emb.rows_of(nodes) < 0).any():
+        model = cfg.embedding_model if emb is None else (emb.checkpoint or HANDCRAFTED)
+        embed(store, dataclasses.replace(cfg, embedding_model=model), progress=progress)
+        emb = load_embeddings(store)
+    return emb
+
+
+def build(store: Store, cfg: GraphConfig, rebuild: bool = False, progress: bool = False) -> dict:
     """Add the crops mined since the last build to the graph (all crops with ``rebuild``).
     Returns the figures of the build (also stored as its run's summary)."""
     cfg.check()
@@ -184,18 +188,12 @@ def build(store: Store, cfg: GraphConfig, rebuild: bool = False) -> dict:
     in_graph = np.isin(node, graph.node)
     new = ~in_graph
     summary = {"rebuild": rebuild, "nodes": n, "new_nodes": int(new.sum())}
-    emb = load_embeddings(store)
-    if emb is None:
-        raise UsageError("no embeddings yet: run `vidmine-graph embed` first")
-    rows = emb.rows_of(node)
-    if (rows < 0).any():
-        raise UsageError(f"{int((rows < 0).sum())} graph nodes have no {emb.model} embedding: "
-                         "run `vidmine-graph embed` first")
-    x = emb.vectors[rows]
-    run_id = store.index.start_run("graph", to_dict(cfg) | {
-        "rebuild": rebuild, "embedding_sets": emb.set_ids, "embedding_model": emb.model,
-        "embedding_checkpoint": emb.checkpoint})
-    try:
+    emb = embeddings_for(store, cfg, node, progress)
+    x = emb.vectors[emb.rows_of(node)]
+    with store.index.run("graph", to_dict(cfg) | {
+            "rebuild": rebuild, "embedding_sets": emb.set_ids, "embedding_model": emb.model,
+            "embedding_checkpoint": emb.checkpoint}) as run:
+        run_id = run.id
         t_read = time.perf_counter() - t0
         old_rows = np.searchsorted(graph.node, node[in_graph])
         coarse, fine, knn_edges = _labels(cfg, x, in_graph, new, graph, old_rows, track)
@@ -252,7 +250,7 @@ def build(store: Store, cfg: GraphConfig, rebuild: bool = False) -> dict:
         summary |= {
             "run_id": run_id, "clusters": len(np.unique(fine)),
             "new_intra_edges": int(new_intra.sum()), "new_inter_edges": len(inter_a),
-            "new_pairs": {name: int((p.kind == code).sum()) for code, name in enumerate(KIND_NAMES)},
+            "new_pairs": {name: int((p.kind == code).sum()) for code, name in enumerate(PAIR_KINDS)},
             "new_pairs_train": int((~is_val).sum()), "new_pairs_val": int(is_val.sum()),
             "dropped_pairs": {"already_in_graph": generated - existing, "cluster_cap": capped,
                               "across_splits": int((~keep).sum())},
@@ -260,10 +258,7 @@ def build(store: Store, cfg: GraphConfig, rebuild: bool = False) -> dict:
             "seconds": {"read": round(t_read, 3), "cluster": round(t_cluster, 3),
                         "pairs": round(t_pairs, 3),
                         "total": round(time.perf_counter() - t0, 3)}}
-    except BaseException:
-        store.index.finish_run(run_id, "failed")
-        raise
-    store.index.finish_run(run_id, "done", summary)
+        run.summary = summary
     return summary
 
 
@@ -283,7 +278,7 @@ def _write(store: Store, run_id: int, rebuild: bool, node, coarse, fine,
             "run_id": np.full(n_intra + len(inter_src), run_id),
             "src": np.concatenate([intra_src, inter_src]),
             "dst": np.concatenate([intra_dst, inter_dst]),
-            "kind": ["intra"] * n_intra + ["inter"] * len(inter_src),
+            "kind": [EDGE_KINDS[0]] * n_intra + [EDGE_KINDS[1]] * len(inter_src),
             "weight": np.concatenate([np.ones(n_intra), inter_weight]).astype(float),
             "cluster": [None] * n_intra + np.asarray(inter_cluster).tolist()})
         # ids of the edges just written, matched by (kind, src, dst): unique within a run
@@ -300,7 +295,7 @@ def _write(store: Store, run_id: int, rebuild: bool, node, coarse, fine,
         pair_edge = np.where(kind == INTRA, edge_pos, edge_pos + n_intra)
         index.insert_columns(conn, pairs, {
             "run_id": np.full(len(anchor), run_id), "anchor": anchor, "positive": positive,
-            "kind": np.asarray(KIND_NAMES, dtype=object)[kind].tolist(),
+            "kind": np.asarray(PAIR_KINDS, dtype=object)[kind].tolist(),
             "split": np.where(is_val, "val", "train").tolist(),
             "edge_id": edge_id[pair_edge] if len(pair_edge) else pair_edge})
 

@@ -18,7 +18,6 @@ embeds only the crops that the latest sets of the same model and checkpoint lack
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,19 +25,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 from sqlalchemy import select
-from tqdm import tqdm
 
-from vidmine.storage.cliutil import UsageError
-from vidmine.storage.codec import decode_image
-from vidmine.storage.config import to_dict
+from vidmine.arrays import lookup_sorted
+from vidmine.config import to_dict
+from vidmine.errors import UsageError
+from vidmine.images import decode_image
+from vidmine.progress import progress_bar
 from vidmine.storage.schema import crops, embedding_sets
 from vidmine.storage.store import Store
 
 from .config import GraphConfig
 
 HANDCRAFTED = "handcrafted"
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -74,42 +72,23 @@ def handcrafted_descriptor(images: list[np.ndarray], size: int = 64) -> np.ndarr
     return l2_normalize(np.concatenate([colour, grad], axis=1)).astype(np.float32)
 
 
-def pick_device(name: str) -> str:
-    import torch
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("device cuda was asked for but no GPU is available")
-    return name
-
-
 class NetworkEmbedder:
-    """Pooled, L2-normalised features of a torchvision trunk loaded from a checkpoint."""
+    """L2-normalised pooled features of a trunk loaded from a checkpoint (a dot product is
+    then a cosine similarity, as for the hand-crafted descriptor)."""
 
     def __init__(self, checkpoint: str, backbone: str | None, image_size: int, device: str):
-        import torch
-
         from vidmine.training.backbones import load_backbone
         try:
             self.trunk = load_backbone(checkpoint, backbone)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
-        self.device = torch.device(pick_device(device))
-        self.trunk.eval().to(self.device)
-        self.image_size = image_size
+        self.image_size, self.device = image_size, device
         self.name = self.trunk.name
-        self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
-        import torch
-        s = self.image_size
-        batch = np.stack([cv2.resize(im, (s, s), interpolation=cv2.INTER_LINEAR) for im in images])
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
-        x = (x.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
-        with torch.inference_mode():
-            feats = torch.nn.functional.normalize(self.trunk(x).float(), dim=1)
-        return feats.cpu().numpy()
+        from vidmine.training.features import embed_images
+        return l2_normalize(embed_images(self.trunk, images, self.image_size, len(images),
+                                         self.device))
 
 
 def make_embedder(cfg: GraphConfig):
@@ -134,11 +113,7 @@ class Embeddings:
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row of each crop id; -1 where the crop has no vector."""
-        ids = np.asarray(ids, np.int64)
-        if len(self.crop_ids) == 0:
-            return np.full(len(ids), -1, np.int64)
-        pos = np.minimum(np.searchsorted(self.crop_ids, ids), len(self.crop_ids) - 1)
-        return np.where(self.crop_ids[pos] == ids, pos, -1)
+        return lookup_sorted(self.crop_ids, ids)
 
 
 def load_embeddings(store: Store, model: str | None = None,
@@ -187,34 +162,30 @@ def embed(store: Store, cfg: GraphConfig, everything: bool = False,
     ids = rows["id"][todo]
     refs = list(zip(rows["shard"][todo], rows["key"][todo]))
     config = to_dict(cfg) | {"model": model, "checkpoint": checkpoint, "everything": everything}
-    run_id = store.index.start_run("embed", config)
-    try:
+    with store.index.run("embed", config) as run:
         t0 = time.perf_counter()
         chunks = []
         starts = range(0, len(ids), cfg.batch_size)
-        for start in tqdm(starts, desc="embed", unit="batch", file=sys.stderr,
-                          disable=not progress or len(ids) == 0):
+        for start in progress_bar(starts, desc="embed", unit="batch",
+                                  disable=not progress or len(ids) == 0):
             blobs = store.reader.get_many(refs[start:start + cfg.batch_size])
             chunks.append(embedder([decode_image(b) for b in blobs]))
         seconds = time.perf_counter() - t0
-        summary = {"run_id": run_id, "model": model, "checkpoint": checkpoint,
+        summary = {"run_id": run.id, "model": model, "checkpoint": checkpoint,
                    "embedded": len(ids), "already_embedded": int((~todo).sum()),
                    "seconds": round(seconds, 3),
                    "crops_per_s": round(len(ids) / seconds, 1) if seconds > 0 and len(ids) else None}
         if len(ids):
             vectors = np.concatenate(chunks).astype(np.float32)
-            rel = Path("embeddings") / f"{run_id}.npz"
-            path = store.subdir("embeddings") / f"{run_id}.npz"
+            rel = Path("embeddings") / f"{run.id}.npz"
+            path = store.subdir("embeddings") / f"{run.id}.npz"
             tmp = path.with_name(f".{path.name}.tmp.npz")
             np.savez(tmp, crop_ids=ids, vectors=vectors)
             tmp.replace(path)
             with store.index.write() as conn:
                 set_id = conn.execute(embedding_sets.insert().returning(embedding_sets.c.id), dict(
-                    run_id=run_id, model=model, checkpoint=checkpoint, dim=int(vectors.shape[1]),
+                    run_id=run.id, model=model, checkpoint=checkpoint, dim=int(vectors.shape[1]),
                     count=len(ids), path=str(rel), created_at=time.time())).scalar_one()
             summary |= {"embedding_set": set_id, "dim": int(vectors.shape[1]), "path": str(path)}
-    except BaseException:
-        store.index.finish_run(run_id, "failed")
-        raise
-    store.index.finish_run(run_id, "done", summary)
+        run.summary = summary
     return summary

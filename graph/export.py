@@ -1,6 +1,6 @@
 """Pictures of the graph: PNG contact sheets and a static HTML gallery.
 
-Sheets render through ``storage.sheets.contact_sheet`` like every other vidmine sheet. The
+Sheets render through ``vidmine.sheets.contact_sheet`` like every other vidmine sheet. The
 gallery is one ``index.html`` beside a ``thumbs/`` folder: no scripts, no remote files, so it
 opens offline; every text from the index (video file names above all) is HTML-escaped.
 """
@@ -10,16 +10,15 @@ import html
 from pathlib import Path
 from urllib.parse import quote
 
-import cv2
 import numpy as np
 from sqlalchemy import func, select
 
-from vidmine.storage.cliutil import UsageError
-from vidmine.storage.schema import clusters, crops, pairs
-from vidmine.storage.sheets import contact_sheet, load_crops
+from vidmine.errors import UsageError
+from vidmine.images import resize_long_side, write_image
+from vidmine.sheets import contact_sheet
+from vidmine.storage.schema import PAIR_KINDS, clusters, crops, graph_rows, pairs
 from vidmine.storage.store import Store
 
-from .build import graph_rows
 from .inspect import crop_info, explain
 
 SHEET_KINDS = ("tracks", "clusters", "pairs")
@@ -104,13 +103,8 @@ def sheet(store: Store, what: str, out_png: Path, ids=(), n: int = 8, kind: str 
 
 
 def _thumbnails(store: Store, crop_ids, folder: Path, size: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for crop_id, img in load_crops(store, crop_ids).items():
-        h, w = img.shape[:2]
-        scale = size / max(h, w)
-        small = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=cv2.INTER_AREA)
-        cv2.imwrite(str(folder / f"{crop_id}.jpg"), cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+    for crop_id, img in store.load_crops(crop_ids).items():
+        write_image(folder / f"{crop_id}.jpg", resize_long_side(img, size, upscale=True)[0])
 
 
 def _figure(crop: dict) -> str:
@@ -149,7 +143,7 @@ def export_html(store: Store, out_dir: Path, n_clusters: int = 20, n_pairs: int 
     cluster_ids = [c for c, size in sizes if size > 1] or [c for c, _ in sizes]
     c_rows, c_labels = cluster_rows(store, cluster_ids, n_clusters, rng, per_row)
     sections = [("Clusters", c_rows, c_labels)]
-    for kind in ("intra", "inter", "transitive"):
+    for kind in PAIR_KINDS:
         try:
             p_rows, p_labels = pair_rows(store, (), n_pairs, rng, kind)
         except UsageError:  # a graph may lack a kind (no inter edges yet)

@@ -14,11 +14,22 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sqlalchemy import func, or_, select
 
-from vidmine.storage.cliutil import UsageError
-from vidmine.storage.schema import clusters, crops, edges, embedding_sets, pairs, tracks, videos
+from vidmine.errors import UsageError
+from vidmine.storage.schema import (
+    EDGE_KINDS,
+    PAIR_KINDS,
+    clusters,
+    crops,
+    edges,
+    embedding_sets,
+    graph_rows,
+    pairs,
+    tracks,
+    videos,
+)
 from vidmine.storage.store import Store
 
-from .build import graph_rows, load_graph
+from .build import load_graph
 
 MAX_NEIGHBOURHOOD_EDGES = 5000
 
@@ -86,9 +97,9 @@ def stats(store: Store) -> dict:
     return {
         "crops": int(n_crops), "tracks": int(n_tracks), "embedding_sets": int(n_sets),
         "nodes": int(n),
-        "edges": {k: int((g.edge_kind == k).sum()) for k in ("intra", "inter")},
+        "edges": {k: int((g.edge_kind == k).sum()) for k in EDGE_KINDS},
         "pairs": {"total": len(g.pair_anchor),
-                  **{k: int((g.pair_kind == k).sum()) for k in ("intra", "inter", "transitive")}},
+                  **{k: int((g.pair_kind == k).sum()) for k in PAIR_KINDS}},
         "pairs_by_split": pairs_by_kind,
         "clusters": size_summary(np.unique(g.fine, return_counts=True)[1]),
         "coarse_clusters": len(np.unique(g.coarse)),

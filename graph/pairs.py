@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-INTRA, INTER, TRANSITIVE = 0, 1, 2
-KIND_NAMES = ("intra", "inter", "transitive")
+from vidmine.storage.schema import PAIR_KINDS
+
+# Codes of the pair kinds: positions in PAIR_KINDS, the order of preference.
+INTRA, INTER, TRANSITIVE = (PAIR_KINDS.index(k) for k in ("intra", "inter", "transitive"))
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 

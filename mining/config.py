@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vidmine.storage.config import ConfigError
+from vidmine.errors import ConfigError
 
 TRACKERS = ("kcf", "csrt", "mil", "mosse")
 PROPOSERS = ("motion", "selective_search")

@@ -21,7 +21,7 @@ import numpy as np
 
 from .config import MiningConfig
 
-# Corrupt input raises these from PyAV/FFmpeg (DESIGN.md: not only InvalidDataError).
+# Corrupt input raises these from PyAV/FFmpeg (docs/design.md: not only InvalidDataError).
 DECODE_ERRORS = (av.error.FFmpegError, IndexError, EOFError, ValueError, OSError)
 REORDER_DEPTH = 16  # deepest B-frame reordering in H.264/HEVC
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from vidmine.images import resize_long_side
+
 from .config import MiningConfig
 
 GRID_STEP = 6  # px at flow resolution between the points the homography is fitted to
@@ -19,13 +21,7 @@ BORDER_DIV = 24  # the border band ignored is 1/24 of the short side
 
 
 def small_gray(rgb: np.ndarray, long_side: int) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    scale = min(1.0, long_side / max(h, w))
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    if scale < 1.0:
-        gray = cv2.resize(gray, (max(8, round(w * scale)), max(8, round(h * scale))),
-                          interpolation=cv2.INTER_AREA)
-    return gray
+    return resize_long_side(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), long_side)[0]
 
 
 def color_histogram(rgb: np.ndarray) -> np.ndarray:

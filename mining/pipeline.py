@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidmine.storage.codec import encode_image
+from vidmine.images import encode_image, resize_long_side
 from vidmine.storage.ingest import CropRecord, TrackRecord, VideoResult
 
 from .config import MiningConfig
@@ -45,17 +45,6 @@ class MiningStats:
     bad_packets: int = 0
     seconds: float = 0.0
     windows: list[tuple[int, int]] = field(default_factory=list)   # (first, last) frame index
-
-
-def _resize_long(img: np.ndarray, long_side: int, fast: bool = False) -> tuple[np.ndarray, float]:
-    h, w = img.shape[:2]
-    scale = min(1.0, long_side / max(h, w))
-    if scale >= 1.0:
-        return img, 1.0
-    size = (max(8, round(w * scale)), max(8, round(h * scale)))
-    # Trackers do not mind aliasing and bilinear is 5x cheaper; stored frames get INTER_AREA.
-    mode = cv2.INTER_LINEAR if fast else cv2.INTER_AREA
-    return cv2.resize(img, size, interpolation=mode), size[0] / w
 
 
 class _Miner:
@@ -87,7 +76,8 @@ class _Miner:
         cfg = self.cfg
         small, scale = [], 1.0
         for f in window:
-            img, scale = _resize_long(f.rgb, cfg.track_long_side, fast=True)
+            # Trackers do not mind aliasing and bilinear is 5x cheaper than INTER_AREA.
+            img, scale = resize_long_side(f.rgb, cfg.track_long_side, cv2.INTER_LINEAR)
             small.append(img)
         for seed in seeds:
             boxes = run_tracker(cfg.tracker, small, seed * scale)
@@ -176,6 +166,6 @@ def mine_video(path: str | Path, cfg: MiningConfig, jpeg_quality: int = 90,
 
 
 def _full_frame(frame: Frame, cfg: MiningConfig, jpeg_quality: int) -> CropRecord:
-    img, _ = _resize_long(frame.rgb, cfg.frame_long_side)
+    img, _ = resize_long_side(frame.rgb, cfg.frame_long_side)
     return CropRecord(frame_index=frame.index, box=(0, 0, 0, 0), data=encode_image(img, jpeg_quality),
                       width=img.shape[1], height=img.shape[0], pts=frame.time)

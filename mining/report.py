@@ -1,28 +1,26 @@
 """What a person sees of mining: progress bars, the summary table, status, the contact sheet."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from sqlalchemy import func, select
 
+from vidmine.progress import progress_bar
+from vidmine.sheets import contact_sheet
 from vidmine.storage.schema import crops, tracks, videos
-from vidmine.storage.sheets import contact_sheet
 from vidmine.storage.store import Store
 
-from .worker import RunSummary
+from .loop import RunSummary
 
 
 class Progress:
-    """Two tqdm bars on stderr: videos finished (of those known) and source frames decoded."""
+    """Two bars on stderr: videos finished (of those known) and source frames decoded."""
 
     def __init__(self, enabled: bool = True):
-        from tqdm import tqdm
         self.finished = 0
-        self.videos = tqdm(total=0, desc="videos", unit="video", file=sys.stderr,
-                           disable=not enabled, position=0)
-        self.frame_bar = tqdm(desc="frames", unit="frame", file=sys.stderr,
-                              disable=not enabled, position=1)
+        self.videos = progress_bar(total=0, desc="videos", unit="video", disable=not enabled,
+                                   position=0)
+        self.frame_bar = progress_bar(desc="frames", unit="frame", disable=not enabled, position=1)
 
     def total(self, n: int) -> None:
         if n != self.videos.total:

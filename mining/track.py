@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vidmine.storage.codec import encode_image
+from vidmine.images import encode_image, resize_long_side
 
 from .config import MiningConfig
 
@@ -116,11 +116,7 @@ def select_crops(frames_rgb: list[np.ndarray], boxes: list[np.ndarray], cfg: Min
         if last_thumb is not None and np.abs(thumb - last_thumb).mean() < cfg.static_threshold:
             continue
         last_thumb = thumb
-        long_side = max(img.shape[:2])
-        if long_side > cfg.max_crop_side:
-            s = cfg.max_crop_side / long_side
-            img = cv2.resize(img, (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))),
-                             interpolation=cv2.INTER_AREA)
+        img, _ = resize_long_side(img, cfg.max_crop_side)
         kept.append(Crop(position=p, box=box, image=encode_image(img, jpeg_quality),
                          width=img.shape[1], height=img.shape[0], quality=quality))
     return kept

@@ -1,8 +1,8 @@
 """The local executor: worker processes that claim, mine and commit videos, and the
 supervisor that feeds them, replaces the ones that die and enforces the time limit.
 
-A worker owns one LMDB shard (writers never contend) and loops: claim a video with a lease,
-renew the lease from a heartbeat thread, mine it, commit it (bytes, then rows, then done).
+A worker owns one LMDB shard (writers never contend) and loops: claim a video with a lease
+and run it through the shared loop (``mining.loop.mine_one``: heartbeat, mine, commit).
 Decoding hostile files can crash natively or hang, so the supervisor watches each worker:
 a worker killed by a crash signal, or past the per-video limit, fails its video with the
 reason and is replaced. SIGTERM/SIGINT make workers give their video back (pending) and
@@ -11,115 +11,24 @@ seal their shard.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import queue
 import signal
-import socket
-import threading
 import time
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 
-from vidmine.storage.errors import DatabaseError, StorageError, StoreFullError
-from vidmine.storage.ingest import LeaseLost, commit_video
+from vidmine.storage.errors import StorageError
 from vidmine.storage.store import StorageConfig, Store
 
 from .config import MiningConfig
-from .decode import MiningStopped, VideoRejected, quiet_logging
-from .discover import StabilityWatch, content_hash, duplicate_of, register, scan
-from .pipeline import MiningStats, mine_video
+from .decode import quiet_logging
+from .discover import StabilityWatch, register, scan
+from .loop import PROGRESS_EVERY, RunSummary, mine_one, owner_name
 
 # Deaths that mean the decoder crashed on this file: fail the video rather than retry it.
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL}
-PROGRESS_EVERY = 200  # decoded frames between progress events
 TIMEOUT_GRACE_S = 10.0  # the worker's own deadline fires first; the supervisor kills after
-
-
-def owner_name() -> str:
-    """Lease owner: host and pid (so a person can find the process), plus a random tag."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-class _Heartbeat(threading.Thread):
-    """Renews the lease until stopped; notes when the lease was lost."""
-
-    def __init__(self, store: Store, video_id: int, owner: str, cfg: MiningConfig):
-        super().__init__(daemon=True)
-        self.store, self.video_id, self.owner, self.cfg = store, video_id, owner, cfg
-        self.done = threading.Event()
-        self.lost = False
-
-    def run(self) -> None:
-        while not self.done.wait(self.cfg.heartbeat_s):
-            try:
-                if not self.store.index.renew_lease(self.video_id, self.owner, self.cfg.lease_s):
-                    self.lost = True
-                    return
-            except StorageError:
-                pass  # a database hiccup: try again at the next beat; the lease has slack
-
-
-def mine_one(store: Store, writer_box: list, video: dict, owner: str, cfg: MiningConfig,
-             run_id: int | None, stop_reason, on_frames=None) -> dict:
-    """Mine and commit one claimed video. Returns an event dict (status, counts, reason)."""
-    vid, path = video["id"], video["path"]
-    started = time.time()
-    event = {"video_id": vid, "path": path, "tracks": 0, "crops": 0, "frames": 0}
-    beat = _Heartbeat(store, vid, owner, cfg)
-    beat.start()
-    frames_seen = [0]
-
-    def should_stop() -> str | None:
-        frames_seen[0] += 1
-        if on_frames is not None and frames_seen[0] % PROGRESS_EVERY == 0:
-            on_frames(PROGRESS_EVERY)
-        if beat.lost:
-            return "lease lost"
-        if time.time() - started > cfg.video_timeout_s:
-            return f"timed out after {cfg.video_timeout_s:.0f} s (video_timeout_s)"
-        return stop_reason()
-
-    try:
-        try:
-            digest = content_hash(path)
-        except OSError as exc:
-            raise VideoRejected(f"cannot read file: {exc.strerror}") from exc
-        if (other := duplicate_of(store.index, vid, digest)) is not None:
-            store.index.release_video(vid, owner, "skipped", error=f"same content as {other}")
-            return {**event, "status": "skipped", "reason": f"same content as {other}"}
-        stats = MiningStats()
-        result = mine_video(path, cfg, store.cfg.jpeg_quality, should_stop, stats)
-        result.meta["run_id"] = run_id
-        if writer_box[0] is None:
-            writer_box[0] = store.new_writer("mine")
-        tracks, _ = commit_video(store.index, writer_box[0], vid, owner, result)
-        crops = sum(len(t.crops) for t in result.tracks)
-        return {**event, "status": "done", "tracks": tracks, "crops": crops,
-                "frames": stats.frames_decoded, "seconds": time.time() - started}
-    except VideoRejected as exc:
-        store.index.release_video(vid, owner, "failed", error=str(exc))
-        return {**event, "status": "failed", "reason": str(exc)}
-    except MiningStopped as exc:
-        reason = str(exc)
-        if reason.startswith("timed out"):
-            store.index.release_video(vid, owner, "failed", error=reason)
-            return {**event, "status": "failed", "reason": reason}
-        if reason != "lease lost":
-            store.index.release_video(vid, owner, "pending")
-        return {**event, "status": "released", "reason": reason}
-    except LeaseLost as exc:
-        return {**event, "status": "released", "reason": str(exc)}
-    except (StoreFullError, DatabaseError):
-        raise
-    except Exception as exc:  # an unexpected error on one file must not stop the others
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        store.index.release_video(vid, owner, "failed", error=reason[:300])
-        return {**event, "status": "failed", "reason": reason[:300]}
-    finally:
-        beat.done.set()
 
 
 def worker_main(wid: int, storage_cfg: StorageConfig, cfg: MiningConfig, run_id: int | None,
@@ -161,28 +70,6 @@ def worker_main(wid: int, storage_cfg: StorageConfig, cfg: MiningConfig, run_id:
             if writer_box[0] is not None:
                 store.seal(writer_box[0])
             store.close()
-
-
-@dataclass
-class RunSummary:
-    done: int = 0
-    failed: dict[str, str] = field(default_factory=dict)      # path -> reason
-    skipped: dict[str, str] = field(default_factory=dict)
-    released: int = 0
-    tracks: int = 0
-    crops: int = 0
-    frames: int = 0
-    seconds: float = 0.0
-    workers_replaced: int = 0
-    fatal: str | None = None
-
-    def as_dict(self) -> dict:
-        return {"done": self.done, "failed": len(self.failed), "skipped": len(self.skipped),
-                "released": self.released, "tracks": self.tracks, "crops": self.crops,
-                "frames": self.frames, "seconds": round(self.seconds, 2),
-                "frames_per_s": round(self.frames / self.seconds, 1) if self.seconds else 0.0,
-                "workers_replaced": self.workers_replaced, "fatal": self.fatal,
-                "failures": self.failed, "skips": self.skipped}
 
 
 class Supervisor:
@@ -233,23 +120,13 @@ class Supervisor:
                 self.progress.frames(ev["n"])
         elif kind == "end":
             self.current.pop(wid, None)
-            s = self.summary
-            status = ev["status"]
-            if status == "done":
-                s.done += 1
-                s.tracks += ev["tracks"]
-                s.crops += ev["crops"]
-                s.frames += ev["frames"] % PROGRESS_EVERY
-                if self.progress:
-                    self.progress.frames(ev["frames"] % PROGRESS_EVERY)
-            elif status == "failed":
-                s.failed[ev["path"]] = ev["reason"]
-            elif status == "skipped":
-                s.skipped[ev["path"]] = ev["reason"]
-            else:
-                s.released += 1
-            if self.progress and status != "released":
-                self.progress.video(status)
+            self.summary.add(ev)
+            rest = ev["frames"] % PROGRESS_EVERY  # frames since the last "frames" event
+            self.summary.frames += rest
+            if self.progress:
+                self.progress.frames(rest)
+                if ev["status"] != "released":
+                    self.progress.video(ev["status"])
         elif kind == "fatal":
             self.summary.fatal = ev["reason"]
             self._stopping = True

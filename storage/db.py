@@ -3,7 +3,7 @@ bulk inserts, column reads into numpy, runs, and video claiming with leases.
 
 SQLite is made safe for several writing processes the documented way: pysqlite's own
 BEGIN handling is switched off and every write transaction starts with ``BEGIN IMMEDIATE``
-(DESIGN.md: WAL + busy timeout alone lost most claims under contention). PostgreSQL claims
+(docs/design.md: WAL + busy timeout alone lost most claims under contention). PostgreSQL claims
 with ``FOR UPDATE SKIP LOCKED`` inside the claiming UPDATE.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,14 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from . import schema
 from .errors import DatabaseError
 from .schema import runs, shards, videos
+
+
+@dataclass
+class RunRecord:
+    """A row of ``runs`` while its job runs: the id, and what the job reports at its end."""
+    id: int
+    status: str = "done"
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -208,6 +217,24 @@ class Index:
         return {k: np.asarray(c, dtype=dtypes.get(k)) for k, c in zip(keys, cols)}
 
     # -- runs --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def run(self, kind: str, config: Mapping[str, Any] | None = None,
+            parent_id: int | None = None) -> Iterator[RunRecord]:
+        """``with index.run("train", cfg) as run:`` records what a job did. The body may set
+        ``run.summary`` (and ``run.status``, e.g. "interrupted"); the run ends as that status
+        when the body returns, as "failed" with the error's first line when anything raises."""
+        record = RunRecord(self.start_run(kind, config, parent_id))
+        try:
+            yield record
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            text = str(exc).strip().splitlines()
+            error = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+            with contextlib.suppress(Exception):  # the original error matters more
+                self.finish_run(record.id, status, {**record.summary, "error": error[:500]})
+            raise
+        self.finish_run(record.id, record.status, record.summary)
+
     def start_run(self, kind: str, config: Mapping[str, Any] | None = None,
                   parent_id: int | None = None) -> int:
         with self.write() as conn:

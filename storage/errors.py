@@ -1,7 +1,8 @@
 """Errors that storage raises for users: each carries a one-line message fit for a CLI."""
+from vidmine.errors import VidmineError
 
 
-class StorageError(RuntimeError):
+class StorageError(VidmineError, RuntimeError):
     """Base of every storage error; CLIs print ``str(err)`` and exit non-zero."""
 
 

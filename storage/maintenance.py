@@ -1,27 +1,21 @@
-"""vidmine-store: maintenance of a store's shards and its consistency.
-
-    vidmine-store verify [--repair] [--json]
-    vidmine-store merge [--into NAME] [SHARD ...]      merge sealed shards into one
-    vidmine-store relocate DEST_DIR [--move]           copy sealed shards to another disk
+"""Upkeep of sealed shards: merge many into one, relocate them to another disk.
 
 Only sealed shards move: LMDB is written on a local disk by one worker, and a sealed shard
 is an ordinary read-only file that can be copied or served anywhere.
 """
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
 from pathlib import Path
 
 import lmdb
 from sqlalchemy import select, update
 
-from .cliutil import UsageError, add_common_args, open_from_args, print_json, run_main
+from vidmine.errors import UsageError
+
 from .cropstore import SEALED_MARK, ShardWriter, is_sealed, new_shard_name, shard_names
 from .schema import crops, shards
 from .store import Store
-from .verify import verify
 
 
 def _sealed(store: Store, names: list[str] | None) -> list[str]:
@@ -92,45 +86,3 @@ def relocate_shards(store: Store, dest: str | Path, move: bool = False,
             store.reader.close()
             shutil.rmtree(src)
     return {"relocated": names, "to": str(dest), "moved": move}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vidmine-store", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("verify", help="rows without bytes, bytes without rows")
-    p.add_argument("--repair", action="store_true", help="delete orphans, seal dead shards")
-    p = sub.add_parser("merge", help="merge sealed shards into one")
-    p.add_argument("shards", nargs="*", help="shard names (default: all sealed shards)")
-    p.add_argument("--into", help="name of the new shard")
-    p = sub.add_parser("relocate", help="copy sealed shards to another directory")
-    p.add_argument("dest")
-    p.add_argument("--move", action="store_true", help="delete the originals after copying")
-    for p in sub.choices.values():
-        add_common_args(p)
-        p.add_argument("--json", action="store_true", help="print one JSON object only")
-    return parser
-
-
-def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    store = open_from_args(args)
-    if args.command == "verify":
-        result = verify(store, repair=args.repair).as_dict()
-    elif args.command == "merge":
-        result = merge_shards(store, args.shards or None, args.into)
-    else:
-        result = relocate_shards(store, args.dest, args.move)
-    if args.json:
-        print_json(result)
-    else:
-        for key, value in result.items():
-            print(f"{key:>20}: {value}")
-    return 0 if result.get("ok", True) else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_main("vidmine-store", _main, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

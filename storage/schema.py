@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     Float,
     ForeignKey,
     Index,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    select,
 )
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
@@ -27,7 +29,9 @@ metadata = MetaData()
 
 VIDEO_STATUSES = ("pending", "claimed", "done", "failed", "skipped")
 EDGE_KINDS = ("intra", "inter")
-PAIR_KINDS = ("intra", "inter", "transitive", "temporal", "tracker")
+# Pairs the graph stores, in order of preference when one pair arises several ways (the most
+# direct reason first). Temporal and tracker positives are derived by training at load time.
+PAIR_KINDS = ("intra", "inter", "transitive")
 CROP_KINDS = ("object", "frame")
 
 runs = Table(
@@ -151,7 +155,8 @@ pairs = Table(
 Index("ix_pairs_kind_split", pairs.c.kind, pairs.c.split)
 Index("ix_crops_track_frame", crops.c.track_id, crops.c.frame_index)
 
-__all__ = [
-    "metadata", "runs", "videos", "shards", "tracks", "crops", "embedding_sets", "clusters",
-    "edges", "pairs", "VIDEO_STATUSES", "EDGE_KINDS", "PAIR_KINDS", "CROP_KINDS",
-]
+
+def graph_rows(table: Table) -> ColumnElement[bool]:
+    """WHERE clause: the rows of ``clusters``, ``edges`` or ``pairs`` that graph builds wrote,
+    which together are the current graph (builds are incremental, one run each)."""
+    return table.c.run_id.in_(select(runs.c.id).where(runs.c.kind == "graph").scalar_subquery())

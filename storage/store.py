@@ -8,12 +8,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from sqlalchemy import select
+
+from vidmine.images import decode_image
+
 from .cropstore import CropReader, ShardWriter, new_shard_name
 from .db import Index, sqlite_url
-from .errors import DatabaseError, StorageError
+from .errors import StorageError
+from .schema import crops
 
 
 @dataclass
@@ -66,6 +73,17 @@ class Store:
         self.index.register_shard(writer.name)
         return writer
 
+    def load_crops(self, crop_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Decoded RGB images of the given crops, by id (one read transaction per shard)."""
+        ids = sorted({int(i) for i in crop_ids})
+        refs = []
+        with self.index.read() as conn:
+            for lo in range(0, len(ids), 10_000):  # under SQLite's limit of bound values
+                refs += conn.execute(select(crops.c.id, crops.c.shard, crops.c.key)
+                                     .where(crops.c.id.in_(ids[lo:lo + 10_000]))).all()
+        blobs = self.reader.get_many([(shard, key) for _, shard, key in refs])
+        return {crop_id: decode_image(b) for (crop_id, _, _), b in zip(refs, blobs)}
+
     def seal(self, writer: ShardWriter) -> None:
         info = writer.seal()
         self.index.seal_shard(writer.name, info["n_items"], info["n_bytes"])
@@ -80,12 +98,3 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def open_store(cfg: StorageConfig | None = None, **overrides) -> Store:
-    cfg = cfg or StorageConfig()
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
-    return Store(cfg)
-
-
-__all__ = ["StorageConfig", "Store", "open_store", "DatabaseError", "StorageError"]

@@ -3,7 +3,8 @@
 *Rows without bytes* break the consistency rule (they should never exist; a crop row is
 committed only after its bytes). *Bytes without rows* are the normal residue of a worker
 killed between its LMDB commit and its SQL commit. ``repair`` deletes both kinds of orphan,
-never touching a shard whose writer is still alive.
+never touching a shard whose writer is still alive. The invariants of the stored graph are
+checked too: no inter edge inside one track, no video in both splits of the pairs.
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import lmdb
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, union, update
+from sqlalchemy.orm import aliased
 
 from .cropstore import SEALED_MARK, is_sealed, shard_names, writer_alive
-from .schema import crops, shards
+from .schema import crops, edges, graph_rows, pairs, shards
 from .store import Store
 
 
@@ -29,10 +31,12 @@ class VerifyReport:
     dead_shards: list[str] = field(default_factory=list)       # unsealed, writer gone
     repaired_rows: int = 0
     repaired_bytes: int = 0
+    graph: dict[str, int] = field(default_factory=dict)        # graph invariant -> violations
 
     @property
     def ok(self) -> bool:
-        return not self.rows_without_bytes and not self.bytes_without_rows
+        return not self.rows_without_bytes and not self.bytes_without_rows \
+            and not any(self.graph.values())
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "rows": self.rows, "stored_items": self.stored_items,
@@ -41,6 +45,7 @@ class VerifyReport:
                 "missing_shards": self.missing_shards, "busy_shards": self.busy_shards,
                 "dead_shards": self.dead_shards,
                 "repaired_rows": self.repaired_rows, "repaired_bytes": self.repaired_bytes,
+                "graph": self.graph,
                 "examples": {"rows_without_bytes": self.rows_without_bytes[:5],
                              "bytes_without_rows": self.bytes_without_rows[:5]}}
 
@@ -74,7 +79,26 @@ def verify(store: Store, repair: bool = False) -> VerifyReport:
 
     if repair:
         _repair(store, report)
+    report.graph = graph_checks(store)
     return report
+
+
+def graph_checks(store: Store) -> dict[str, int]:
+    """Violations of the graph's invariants: inter edges inside one track (an inter edge
+    joins two instances), and videos with pairs in both the train and the val split."""
+    a, b = aliased(crops), aliased(crops)
+    with store.index.read() as conn:
+        same_track = conn.execute(select(func.count()).select_from(edges)
+                                  .join(a, a.c.id == edges.c.src).join(b, b.c.id == edges.c.dst)
+                                  .where(graph_rows(edges) & (edges.c.kind == "inter")
+                                         & (a.c.track_id == b.c.track_id))).scalar_one()
+        video_split = union(*(select(crops.c.video_id, pairs.c.split).join(crops, crops.c.id == end)
+                              .where(graph_rows(pairs)) for end in (pairs.c.anchor, pairs.c.positive))
+                            ).subquery()
+        both = conn.execute(select(func.count()).select_from(
+            select(video_split.c.video_id).group_by(video_split.c.video_id)
+            .having(func.count() > 1).subquery())).scalar_one()
+    return {"inter_edges_within_a_track": int(same_track), "videos_in_both_splits": int(both)}
 
 
 def _repair(store: Store, report: VerifyReport) -> None:

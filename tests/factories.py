@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidmine.storage.codec import encode_image
+from vidmine.images import encode_image
 from vidmine.storage.ingest import CropRecord, TrackRecord, VideoResult, commit_video
 from vidmine.storage.store import Store
 

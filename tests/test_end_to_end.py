@@ -11,7 +11,7 @@ from sqlalchemy import select
 from vidmine.evaluation.cli import main as eval_main
 from vidmine.graph.cli import main as graph_main
 from vidmine.mining.cli import main as mine_main
-from vidmine.storage.maintenance import main as store_main
+from vidmine.storage.cli import main as store_main
 from vidmine.storage.schema import embedding_sets
 from vidmine.storage.store import StorageConfig, Store
 from vidmine.training.backbones import load_backbone

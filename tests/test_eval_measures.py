@@ -14,7 +14,7 @@ from vidmine.evaluation import sets
 from vidmine.evaluation.cli import main as eval_main
 from vidmine.evaluation.probe import knn_accuracy, linear_probe_accuracy
 from vidmine.evaluation.retrieval import retrieval_metrics
-from vidmine.training.backbones import build_backbone, save_backbone
+from vidmine.training.backbones import Trunk, save_backbone
 
 
 def _brute_force(features, labels, ks=(1, 5)):
@@ -117,7 +117,7 @@ def test_cli_compares_checkpoints_and_the_floor(tmp_path, shared_data, capsys):
                images_dir=shared_data / "images")
     torch.manual_seed(1)
     ckpt = tmp_path / "mine.pt"
-    save_backbone(ckpt, build_backbone("resnet18"))
+    save_backbone(ckpt, Trunk("resnet18"))
     common = ["--workdir", str(work), "--checkpoint", str(ckpt), "--size", "64", "--json"]
 
     assert eval_main(["ris", *common, "--variants", "3", "--out", str(tmp_path / "r")]) == 0

@@ -23,7 +23,7 @@ def test_hand_computed_case():
 
 
 def _reference(F, sets, classes, k):
-    """DESIGN.md's definition, one unit and one set at a time."""
+    """docs/design.md's definition, one unit and one set at a time."""
     n, d = F.shape
     cls = sorted(set(classes.tolist()))
     p = min(100 * (1 - 1 / len(cls)), 95)

@@ -9,11 +9,11 @@ from sqlalchemy import select
 
 from tests.conftest import SHARED_DATA
 from tests.factories import fill_store
+from vidmine.errors import UsageError
 from vidmine.graph.build import build, load_graph
 from vidmine.graph.config import GraphConfig
-from vidmine.graph.embed import embed
+from vidmine.graph.embed import embed, load_embeddings
 from vidmine.graph.inspect import explain
-from vidmine.storage.cliutil import UsageError
 from vidmine.storage.schema import crops, edges, pairs, runs
 
 IMAGES = SHARED_DATA / "images" if (SHARED_DATA / "images").is_dir() else None
@@ -135,10 +135,8 @@ def test_incremental_build_adds_only_new_pairs_and_rebuild_starts_over(store):
     assert {p.id for p in pair_rows(store)} == set(before)
 
     fill_store(store, n_videos=2, tracks_per_video=3, crops_per_track=3, seed=4, images_dir=IMAGES)
-    with pytest.raises(UsageError, match="no handcrafted embedding"):
-        build(store, cfg)  # the new crops are not embedded yet
-    assert embed(store, cfg, progress=False)["embedded"] == 18
-    second = build(store, cfg)
+    second = build(store, cfg)  # embeds the 18 new crops first, with the same descriptor
+    assert embed(store, cfg, progress=False)["embedded"] == 0
     assert second["new_nodes"] == 18 and first["new_nodes"] == 27
     after = pair_rows(store)
     assert {p.id: p for p in after if p.id in before} == before  # old pairs untouched
@@ -152,7 +150,7 @@ def test_incremental_build_adds_only_new_pairs_and_rebuild_starts_over(store):
 
     with store.index.read() as conn:
         graph_runs = conn.execute(select(runs.c.id).where(runs.c.kind == "graph")).scalars().all()
-    assert len(graph_runs) == 3  # each build is a run, the refused one none
+    assert len(graph_runs) == 3  # each build is a run
 
     with pytest.raises(UsageError, match="intra_mode"):
         build(store, GraphConfig(intra_mode="first_last"))
@@ -168,7 +166,9 @@ def test_a_failed_rebuild_loses_nothing(store):
     build(store, cfg)
     before = pair_rows(store)
     fill_store(store, n_videos=2, tracks_per_video=2, crops_per_track=3, seed=6, images_dir=IMAGES)
-    with pytest.raises(UsageError, match="embed"):
+    for npz in (store.root / "embeddings").glob("*.npz"):
+        npz.unlink()
+    with pytest.raises(UsageError, match="embedding file .* is missing"):
         build(store, cfg, rebuild=True)
     assert pair_rows(store) == before
 
@@ -187,12 +187,16 @@ def test_remined_video_drops_its_old_nodes(store):
     assert build(store, cfg)["new_nodes"] == 0
 
 
-def test_build_without_embeddings_or_crops_is_a_clear_error(store):
+def test_build_without_crops_is_a_clear_error_and_without_embeddings_embeds(store):
     with pytest.raises(UsageError, match="no object crops"):
         build(store, GraphConfig())
     fill_store(store, n_videos=2, tracks_per_video=2, crops_per_track=2, seed=8, images_dir=IMAGES)
-    with pytest.raises(UsageError, match="no embeddings yet"):
-        build(store, GraphConfig())
+    summary = build(store, GraphConfig())   # embeds with the default descriptor first
+    emb = load_embeddings(store)
+    assert summary["nodes"] == 8 and emb.model == "handcrafted" and len(emb.crop_ids) == 8
+    fill_store(store, n_videos=1, tracks_per_video=2, crops_per_track=2, seed=9, images_dir=IMAGES)
+    assert build(store, GraphConfig())["new_nodes"] == 4   # new crops are embedded too
+    assert len(load_embeddings(store).crop_ids) == 12
 
 
 def test_mutual_knn_clustering(store):

@@ -8,11 +8,11 @@ from sqlalchemy import select
 
 from tests.factories import fill_store
 from tests.test_graph_build import IMAGES
+from vidmine.errors import UsageError
 from vidmine.graph.config import GraphConfig
 from vidmine.graph.embed import embed, handcrafted_descriptor, load_embeddings
-from vidmine.storage.cliutil import UsageError
 from vidmine.storage.schema import embedding_sets, runs
-from vidmine.training.backbones import build_backbone, save_backbone
+from vidmine.training.backbones import Trunk, save_backbone
 
 
 def test_handcrafted_descriptor_puts_one_instance_closer_than_others(sqlite_store):
@@ -46,7 +46,7 @@ def test_network_embedding_from_a_saved_checkpoint(sqlite_store, tmp_path):
     fill_store(sqlite_store, n_videos=2, tracks_per_video=2, crops_per_track=3, seed=1,
                images_dir=IMAGES)
     torch.manual_seed(0)
-    trunk = build_backbone("resnet18")
+    trunk = Trunk("resnet18")
     ckpt = tmp_path / "trunk.pt"
     save_backbone(ckpt, trunk, epoch=3)
     cfg = GraphConfig(embedding_model=str(ckpt), image_size=64, batch_size=5, device="auto")
@@ -56,8 +56,7 @@ def test_network_embedding_from_a_saved_checkpoint(sqlite_store, tmp_path):
     assert emb.checkpoint == str(ckpt.resolve()) and emb.vectors.shape == (12, 512)
     # the same crops through the trunk by hand give the same vectors
     from vidmine.graph.embed import NetworkEmbedder
-    from vidmine.storage.sheets import load_crops
-    images = load_crops(sqlite_store, emb.crop_ids[:3].tolist())
+    images = sqlite_store.load_crops(emb.crop_ids[:3].tolist())
     direct = NetworkEmbedder(str(ckpt), None, 64, "cpu")([images[int(i)] for i in emb.crop_ids[:3]])
     assert np.allclose(direct, emb.vectors[:3], atol=1e-4)
     # a second run has nothing new; provenance is recorded
@@ -73,7 +72,7 @@ def test_plain_state_dict_needs_its_backbone_name(sqlite_store, tmp_path):
     fill_store(sqlite_store, n_videos=2, tracks_per_video=2, crops_per_track=2, seed=2,
                images_dir=IMAGES)
     plain = tmp_path / "plain.pt"
-    torch.save(build_backbone("resnet18").net.state_dict(), plain)
+    torch.save(Trunk("resnet18").net.state_dict(), plain)
     with pytest.raises(UsageError, match="backbone"):
         embed(sqlite_store, GraphConfig(embedding_model=str(plain)), progress=False)
     summary = embed(sqlite_store, GraphConfig(embedding_model=str(plain), backbone="resnet18",

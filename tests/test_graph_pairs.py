@@ -9,7 +9,6 @@ import pytest
 from vidmine.graph.pairs import (
     INTER,
     INTRA,
-    KIND_NAMES,
     TRANSITIVE,
     cap_degree,
     cap_per_cluster,
@@ -19,6 +18,7 @@ from vidmine.graph.pairs import (
     split_by_video,
     transitive_pairs,
 )
+from vidmine.storage.schema import PAIR_KINDS
 
 
 def brute_force(intra: list[tuple[int, int]], inter: list[tuple[int, int]]) -> dict:
@@ -59,7 +59,7 @@ def test_hand_made_graph_gives_exactly_the_papers_pairs():
     intra = [(0, 1), (2, 3)]
     inter = [(1, 2), (0, 4)]
     p = transitive_pairs(5, *np.array(intra).T, *np.array(inter).T)
-    got = {(frozenset((int(a), int(b))), KIND_NAMES[k]) for a, b, k in zip(p.anchor, p.positive, p.kind)}
+    got = {(frozenset((int(a), int(b))), PAIR_KINDS[k]) for a, b, k in zip(p.anchor, p.positive, p.kind)}
     assert got == {
         (frozenset((0, 1)), "intra"), (frozenset((2, 3)), "intra"),
         (frozenset((1, 2)), "inter"), (frozenset((0, 4)), "inter"),

@@ -16,6 +16,7 @@ from vidmine.mining.cli import main
 from vidmine.mining.config import MiningConfig
 from vidmine.mining.decode import VideoReader, VideoRejected
 from vidmine.mining.synthetic import generate_video
+from vidmine.storage.cli import main as store_main
 from vidmine.storage.schema import crops, tracks, videos
 from vidmine.storage.store import StorageConfig, Store
 
@@ -129,7 +130,7 @@ def test_sample_videos_give_tracks_and_a_contact_sheet(tmp_path, shared_data, ca
     assert len(counts["box.mp4"]) >= 2 and len(counts["cup.mp4"]) >= 1, counts
     assert len(counts["Megamind_bugy.avi"]) >= 1 and frames >= 250
     assert out["contact_sheet"] == str(sheet) and sheet.stat().st_size > 10_000
-    rc = main(["verify", "--workdir", str(work), "--json"])
+    rc = store_main(["verify", "--workdir", str(work), "--json"])
     assert rc == 0 and json.loads(capsys.readouterr().out)["ok"] is True
 
 

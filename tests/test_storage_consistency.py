@@ -20,7 +20,7 @@ _WRITER = textwrap.dedent("""
     import sys, numpy as np
     from vidmine.storage.store import Store, StorageConfig
     from vidmine.storage.ingest import CropRecord, TrackRecord, VideoResult, commit_video
-    from vidmine.storage.codec import encode_image
+    from vidmine.images import encode_image
     store = Store(StorageConfig(workdir=sys.argv[1], db=sys.argv[2]))
     writer = store.new_writer("kill")
     rng = np.random.default_rng(int(sys.argv[3]))

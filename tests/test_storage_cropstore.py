@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vidmine.storage.codec import decode_image, encode_image
+from vidmine.images import decode_image, encode_image
 from vidmine.storage.cropstore import CropReader, ShardWriter
 from vidmine.storage.errors import MissingCropError, ShardError, StoreFullError
 

@@ -118,3 +118,26 @@ def test_add_videos_is_idempotent(db_url):
     assert index.add_videos([{"path": "/b"}, {"path": "/c"}]) == 1
     with index.read() as conn:
         assert conn.execute(select(func.count()).select_from(videos)).scalar_one() == 3
+
+
+def test_a_run_record_ends_done_or_failed_with_its_error(db_url):
+    import json
+
+    from vidmine.storage.schema import runs
+    index = Index(db_url)
+    with index.run("embed", {"model": "handcrafted"}) as run:
+        run.summary = {"embedded": 3}
+    with pytest.raises(ZeroDivisionError):
+        with index.run("train", {"lr": 0.1}) as failing:
+            failing.summary = {"step": 7}
+            failing.summary["ratio"] = 1 / 0
+    with index.run("train") as stopped:
+        stopped.status = "interrupted"
+    with index.read() as conn:
+        rows = {r.id: r for r in conn.execute(select(runs))}
+    done, failed, interrupted = rows[run.id], rows[failing.id], rows[stopped.id]
+    assert (done.status, json.loads(done.summary), json.loads(done.config)) == (
+        "done", {"embedded": 3}, {"model": "handcrafted"})
+    assert failed.status == "failed" and failed.finished_at is not None
+    assert json.loads(failed.summary) == {"step": 7, "error": "ZeroDivisionError: division by zero"}
+    assert interrupted.status == "interrupted"

@@ -6,7 +6,7 @@ import json
 from sqlalchemy import select
 
 from tests.factories import fill_store
-from vidmine.storage.maintenance import main as store_main
+from vidmine.storage.cli import main as store_main
 from vidmine.storage.schema import crops
 from vidmine.storage.store import StorageConfig, Store
 from vidmine.storage.verify import verify

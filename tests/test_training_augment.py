@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from vidmine.storage.codec import encode_image
+from vidmine.images import encode_image
 from vidmine.training.augment import BatchAugment, CpuAugment, cpu_transform, normalize
 from vidmine.training.data import bytes_tensor
 

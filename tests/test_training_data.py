@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from tests.test_training_fixtures import SMALL, make_store, open_train_store
-from vidmine.storage.cliutil import UsageError
+from vidmine.errors import UsageError
 from vidmine.training.augment import CpuAugment
 from vidmine.training.config import TrainConfig, parse_positives
 from vidmine.training.data import (

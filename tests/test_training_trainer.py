@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.test_training_fixtures import SMALL, open_train_store
-from vidmine.storage.cliutil import UsageError
+from vidmine.errors import UsageError
 from vidmine.training.backbones import load_backbone
 from vidmine.training.cli import main
 from vidmine.training.config import TrainConfig

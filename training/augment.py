@@ -22,8 +22,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+from vidmine.images import IMAGENET_MEAN, IMAGENET_STD
+
 SCALE = (0.2, 1.0)
 RATIO = (3 / 4, 4 / 3)
 JITTER = (0.4, 0.4, 0.4, 0.1)     # brightness, contrast, saturation, hue
@@ -77,8 +77,8 @@ def normalize(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor
     x = images.float()
     if images.dtype == torch.uint8:
         x = x / 255
-    mean = x.new_tensor(MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(STD).view(1, 3, 1, 1)
+    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     x = (x - mean) / std
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 

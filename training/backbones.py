@@ -38,10 +38,6 @@ class Trunk(nn.Module):
         return self.net(x)
 
 
-def build_backbone(name: str) -> Trunk:
-    return Trunk(name)
-
-
 def save_backbone(path: str | Path, trunk: Trunk, **extra) -> None:
     payload = {"format": FORMAT, "backbone": trunk.name, "feature_dim": trunk.feature_dim,
                "state_dict": {k: v.detach().cpu() for k, v in trunk.state_dict().items()}}
@@ -56,7 +52,7 @@ def load_backbone(path: str | Path | None, name: str | None = None,
     """A trunk from a vidmine checkpoint or a torchvision state dict; ``path=None`` gives an
     untrained network (``name`` required), the floor every evaluation compares against."""
     if path is None:
-        return build_backbone(name or "resnet18")
+        return Trunk(name or "resnet18")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -65,14 +61,14 @@ def load_backbone(path: str | Path | None, name: str | None = None,
     except Exception as exc:  # torch raises several types for a file that is not a checkpoint
         raise ValueError(f"{path} is not a loadable PyTorch checkpoint: {exc}") from exc
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
-        trunk = build_backbone(ckpt["backbone"])
+        trunk = Trunk(ckpt["backbone"])
         trunk.load_state_dict(ckpt["state_dict"])
         return trunk
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path} holds no state dict")
     if name is None:
         raise ValueError(f"{path} is a plain state dict: say which backbone it is (--backbone)")
-    trunk = build_backbone(name)
+    trunk = Trunk(name)
     state = {k.removeprefix("module."): v for k, v in ckpt.get("state_dict", ckpt).items()}
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.6."))}
     missing, unexpected = trunk.net.load_state_dict(state, strict=False)

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vidmine.storage.config import ConfigError
+from vidmine.errors import ConfigError
+from vidmine.storage.schema import PAIR_KINDS
 
 from .backbones import BACKBONES
 
 OBJECTIVES = ("triplet", "moco")
 # Positive sources: the first three are rows of the pairs table (made by vidmine-graph); the
 # others are derived from the crops table at load time.
-PAIR_SOURCES = ("intra", "inter", "transitive")
+PAIR_SOURCES = PAIR_KINDS
 DERIVED_SOURCES = ("tracker", "temporal", "none")
 SOURCES = PAIR_SOURCES + DERIVED_SOURCES
 

@@ -19,8 +19,9 @@ import torch
 from sqlalchemy import func, select
 from torch.utils.data import Dataset
 
-from vidmine.storage.cliutil import UsageError
-from vidmine.storage.codec import decode_image
+from vidmine.arrays import lookup_sorted
+from vidmine.errors import UsageError
+from vidmine.images import decode_image
 from vidmine.storage.cropstore import CropReader
 from vidmine.storage.db import Index
 from vidmine.storage.schema import clusters, crops, pairs
@@ -47,9 +48,8 @@ class CropTable:
         return len(self.ids)
 
     def rows_of(self, crop_ids: np.ndarray) -> np.ndarray:
-        rows = np.searchsorted(self.ids, crop_ids)
-        rows = np.minimum(rows, len(self.ids) - 1)
-        if len(crop_ids) and not np.array_equal(self.ids[rows], crop_ids):
+        rows = lookup_sorted(self.ids, crop_ids)
+        if (rows < 0).any():
             raise UsageError("pairs refer to crops that are not in the crops table")
         return rows
 

@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Trunk, build_backbone
+from .backbones import Trunk
 from .losses import forbidden_negatives, info_nce, triplet_loss
 
 
@@ -19,16 +19,16 @@ class TripletNet(nn.Module):
 
     def __init__(self, backbone: str, embed_dim: int = 1024, margin: float = 0.5, negatives: int = 4):
         super().__init__()
-        self.trunk: Trunk = build_backbone(backbone)
+        self.trunk: Trunk = Trunk(backbone)
         self.embed = nn.Linear(self.trunk.feature_dim, embed_dim)
         self.margin, self.negatives = margin, negatives
 
-    def forward(self, a, p, meta: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, a, p, meta: dict) -> torch.Tensor:
         z = self.embed(self.trunk(torch.cat([a, p])))
         forbidden = forbidden_negatives(meta["a_group"], meta["p_group"], meta["a_cluster"],
                                         meta["p_cluster"])
         za, zp = z.chunk(2)
-        return triplet_loss(za, zp, forbidden, self.margin, self.negatives, generator)
+        return triplet_loss(za, zp, forbidden, self.margin, self.negatives)
 
 
 def projection_head(in_dim: int, out_dim: int, mlp: bool) -> nn.Module:
@@ -56,7 +56,7 @@ class MoCo(nn.Module):
     def __init__(self, backbone: str, dim: int = 128, queue: int = 65536, momentum: float = 0.999,
                  temperature: float = 0.2, mlp: bool = True):
         super().__init__()
-        self.trunk: Trunk = build_backbone(backbone)
+        self.trunk: Trunk = Trunk(backbone)
         self.encoder_q = nn.Sequential(self.trunk, projection_head(self.trunk.feature_dim, dim, mlp))
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for param in self.encoder_k.parameters():
@@ -101,7 +101,7 @@ class MoCo(nn.Module):
         self.queue[:, idx] = keys.T
         self.queue_ptr.copy_((self.queue_ptr + len(keys)) % size)
 
-    def forward(self, im_q, im_k, meta: dict | None = None, generator=None) -> torch.Tensor:
+    def forward(self, im_q, im_k, meta: dict | None = None) -> torch.Tensor:
         q = F.normalize(self.encoder_q(im_q), dim=1)
         self._momentum_update()
         k = self._keys(im_k)

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -23,10 +24,12 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from vidmine.storage.cliutil import UsageError
-from vidmine.storage.config import to_dict
+from vidmine.config import to_dict
+from vidmine.device import pick_device
+from vidmine.errors import UsageError
+from vidmine.progress import progress_bar
+from vidmine.storage.db import RunRecord
 from vidmine.storage.store import Store
 
 from .augment import BatchAugment, CpuAugment, normalize
@@ -39,14 +42,6 @@ META = ("a_group", "p_group", "a_cluster", "p_cluster")
 # Settings that shape the model or the data stream: a resumed job must keep them.
 RESUME_FIXED = ("objective", "backbone", "positives", "image_size", "batch_size", "embed_dim",
                 "moco_dim", "moco_queue", "mlp", "seed", "split", "pairs_run", "min_gap", "max_gap")
-
-
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    if spec == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device {spec!r} asked for, but CUDA is not available here")
-    return torch.device(spec)
 
 
 def warmup_cosine(warmup: int, total: int):
@@ -78,7 +73,7 @@ class Trainer:
             raise UsageError(f"{self.out} already holds a checkpoint; pass --resume to continue "
                              "it, or choose another --out")
         self.rank, self.world, local_rank = init_distributed()
-        self.device = resolve_device(cfg.device, local_rank)
+        self.device = pick_device(cfg.device, local_rank)
         self.cuda = self.device.type == "cuda"
         if self.cuda:
             torch.cuda.set_device(self.device)
@@ -186,16 +181,22 @@ class Trainer:
         cfg = self.cfg
         end = min(cfg.steps, until) if until is not None else cfg.steps
         lead = self.rank == 0
-        run_id = self.store.index.start_run("train", {**to_dict(cfg), "out": str(self.out),
-                                                      "world_size": self.world,
-                                                      "resumed_from_step": self.step}) \
-            if lead else None
+        record = self.store.index.run("train", {**to_dict(cfg), "out": str(self.out),
+                                                "world_size": self.world,
+                                                "resumed_from_step": self.step}) \
+            if lead else contextlib.nullcontext(RunRecord(id=-1))
+        with record as run:
+            return self._fit(run, end, progress and lead)
+
+    def _fit(self, run: RunRecord, end: int, progress: bool) -> dict:
+        cfg, lead = self.cfg, self.rank == 0
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         log = _Log(self.out, enabled=lead)
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (progress and lead),
-                   desc=f"train {cfg.objective}", unit="step", dynamic_ncols=True)
+        bar = progress_bar(total=cfg.steps, initial=self.step, disable=not progress,
+                           desc=f"train {cfg.objective}", unit="step")
         status, start_step, t0 = "done", self.step, time.perf_counter()
         window_loss, window_n, window_t = torch.zeros((), device=self.device), 0, t0
+        run.summary = {"step": self.step}
         try:
             batches = iter(self.loader())
             while self.step < end:
@@ -221,12 +222,9 @@ class Trainer:
                     bar.set_postfix(loss=f"{mean:.4f}", pairs_s=f"{rate:.0f}")
                     window_loss.zero_()
                     window_n, window_t = 0, now
+                    run.summary["step"] = self.step
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save(self.out / "last.pt")
-        except BaseException:
-            if lead:
-                self.store.index.finish_run(run_id, "failed", {"step": self.step})
-            raise
         finally:
             signal.signal(signal.SIGTERM, previous)
             bar.close()
@@ -243,9 +241,8 @@ class Trainer:
                    "pairs_per_s": (self.step - start_step) * cfg.batch_size * self.world
                    / max(elapsed, 1e-9),
                    "checkpoint": str(self.out / ("final.pt" if status == "done" else "last.pt")),
-                   "pairs": self.data.sizes, "run_id": run_id}
-        if lead:
-            self.store.index.finish_run(run_id, status, summary)
+                   "pairs": self.data.sizes, "run_id": run.id if lead else None}
+        run.status, run.summary = status, summary
         return summary
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vidmine.storage.cliutil import ENVIRONMENT, add_common_args, storage_config
-from vidmine.storage.config import ConfigError, add_config_args, build_config, load_toml
+from vidmine.cli import ENVIRONMENT, add_store_args, storage_config
+from vidmine.config import ConfigError, add_config_args, build_config, load_toml
 from vidmine.storage.store import StorageConfig
 
 
@@ -41,7 +41,7 @@ def test_environment_sits_between_toml_and_flags(tmp_path, monkeypatch):
     monkeypatch.setenv("VIDMINE_WORKDIR", "/from/env")
     monkeypatch.setenv("VIDMINE_SHARDS_DIR", "/env/shards")
     parser = argparse.ArgumentParser()
-    add_common_args(parser)
+    add_store_args(parser)
     cfg = storage_config(parser.parse_args(["--config", str(toml)]))
     assert cfg.workdir == "/from/env" and cfg.shards_dir == "/env/shards"
     cfg = storage_config(parser.parse_args(["--config", str(toml), "--workdir", "/flag"]))
@@ -59,5 +59,5 @@ def test_compose_file_runs_the_console_scripts_with_vidmine_environment():
     assert used and used <= set(ENVIRONMENT.values())
     for dockerfile in ("Dockerfile.cpu", "Dockerfile.cuda"):
         text = (root / "docker" / dockerfile).read_text()
-        for package in ("mining", "graph", "storage", "training", "evaluation"):
+        for package in ("vidmine", "mining", "graph", "storage", "training", "evaluation"):
             assert f"COPY {package} {package}" in text

@@ -14,11 +14,9 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration file or flag that cannot be used."""
 
 
 def _field_type(cls: type, field: dataclasses.Field) -> Any:
