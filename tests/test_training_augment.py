@@ -107,3 +107,14 @@ def test_cpu_loader_recipes_give_uint8_batches():
         assert out.shape == (4, 3, 32, 32) and out.dtype == torch.uint8
     with pytest.raises(ValueError, match="v2 or batched"):
         CpuAugment(32, "pil")
+
+
+@pytest.mark.parametrize("side, size", [(40, 64), (56, 32), (50, 48)])
+def test_resized_crops_at_the_edge_of_a_small_image_are_not_darkened(side, size):
+    """A crop touching the right and bottom edge of an image smaller than the largest of the
+    batch is resized without the canvas padding bleeding into its last row and column."""
+    flat = torch.full((3, side, side), 200, dtype=torch.uint8)
+    imgs = [flat, torch.randint(0, 256, (3, 100, 120), dtype=torch.uint8)]
+    out = BatchAugment(size, **OFF)(imgs, torch.Generator().manual_seed(0))[0] * 255
+    assert torch.allclose(out, torch.full_like(out, 200.0), atol=0.5), \
+        (out[:, -1].mean().item(), out[:, :, -1].mean().item())

@@ -137,3 +137,57 @@ def test_models_return_a_loss_with_gradients_only_for_the_query_side():
         loss.backward()
         assert torch.isfinite(loss)
         assert model.trunk.net.conv1.weight.grad is not None
+
+
+def test_split_batch_norm_normalises_each_group_on_its_own():
+    from vidmine.training.backbones import SplitBatchNorm2d
+    torch.manual_seed(0)
+    x = torch.randn(12, 5, 3, 3) * torch.arange(1, 13).view(12, 1, 1, 1)   # groups differ
+    split = SplitBatchNorm2d(5, splits=3)
+    out = split(x)
+    plain = torch.nn.BatchNorm2d(5)
+    for g in range(3):   # group g: samples g, g + 3, g + 6, g + 9
+        expected = F.batch_norm(x[g::3], None, None, training=True, eps=plain.eps)
+        assert torch.allclose(out[g::3], expected, atol=1e-5)
+    stats = [plain.momentum * x[g::3].transpose(0, 1).reshape(5, -1).mean(1) for g in range(3)]
+    assert torch.allclose(split.running_mean, torch.stack(stats).mean(0), atol=1e-5)
+    split.eval()
+    plain.load_state_dict(split.state_dict())   # checkpoints load into plain networks
+    plain.eval()
+    assert torch.allclose(split(x), plain(x))
+
+
+def test_moco_keys_never_share_batch_norm_groups_with_their_queries():
+    """In one process both encoders normalise in groups and keys are shuffled first: the
+    samples a key is normalised with are not the samples its query is normalised with."""
+    torch.manual_seed(0)
+    splits, n = 4, 16
+    model = MoCo("resnet18", dim=8, queue=32, bn_splits=splits)
+    seen = []
+    model.encoder_k.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    x = torch.randn(n, 3, 32, 32)
+    keys = model._keys(x)
+    order = [next(j for j in range(n) if torch.equal(seen[0][p], x[j])) for p in range(n)]
+    key_group = {order[p]: p % splits for p in range(n)}
+    for i in range(n):
+        query_mates = {j for j in range(n) if j % splits == i % splits}
+        key_mates = {j for j in range(n) if key_group[j] == key_group[i]}
+        assert key_mates != query_mates and not key_mates < query_mates and len(key_mates) == 4
+    # keys come back in the order of their queries (training-mode batch norm depends on the
+    # batch only, so the shuffled batch gives the same outputs again)
+    with torch.no_grad():
+        shuffled = F.normalize(model.encoder_k(seen[0]), dim=1)
+    for p in range(n):
+        assert torch.allclose(keys[order[p]], shuffled[p], atol=1e-5)
+    bn = [m for m in model.encoder_q.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn and all(getattr(m, "splits", 1) == splits for m in bn)
+
+
+def test_moco_schedule_fits_short_runs_and_keeps_the_paper_values_for_long_ones():
+    from vidmine.training.models import moco_schedule
+    m, k = moco_schedule(steps=1000, batch=64, crops=5000)
+    assert m == pytest.approx(0.99) and k == 512            # 5000 crops / 8 -> 512
+    assert m ** 1000 < 1e-4                                  # the random start is gone
+    assert moco_schedule(steps=200_000, batch=256, crops=1_281_167) == (0.999, 65536)
+    assert moco_schedule(steps=50, batch=8, crops=100) == (0.9, 256)
+    assert moco_schedule(steps=1000, batch=64, crops=5000, momentum=0.999, queue=4096) == (0.999, 4096)

@@ -141,12 +141,16 @@ class BatchAugment:
         x0 = torch.where(fallback, (w - cw) / 2, (rand(n) * (w - cw + 1)).floor())
         y0 = torch.where(fallback, (h - ch) / 2, (rand(n) * (h - ch + 1)).floor())
         boxes = torch.stack([x0, y0, x0 + cw, y0 + ch], 1)
-        # One roi_align over a zero-padded canvas instead of one call per input size (mined
-        # crops come in many sizes). With aligned=True every sample of a box inside an image
-        # interpolates between that image's own pixels, so the padding never bleeds in.
-        canvas = torch.zeros(n, 3, int(h.max()), int(w.max()), dtype=torch.uint8, device=device)
+        # One roi_align over a shared canvas instead of one call per input size (mined crops
+        # come in many sizes). A resized crop that touches an image's right or bottom edge
+        # samples half a pixel past it, so each image is padded with its own edge pixels:
+        # zeros there darkened the last row and column.
+        canvas = torch.empty(n, 3, int(h.max()), int(w.max()), dtype=torch.uint8, device=device)
         for i, img in enumerate(images):
-            canvas[i, :, :img.shape[1], :img.shape[2]] = img
+            ih, iw = img.shape[1:]
+            canvas[i, :, :ih, :iw] = img
+            canvas[i, :, :ih, iw:] = img[:, :, -1:]
+            canvas[i, :, ih:] = canvas[i, :, ih - 1:ih]
         rois = torch.cat([torch.arange(n, device=device, dtype=torch.float32)[:, None], boxes], 1)
         # sampling_ratio=0: adaptive, so each output pixel averages its whole input bin
         # (area-like downscaling, no aliasing when the crop is much larger than the output)

@@ -8,9 +8,12 @@ given the backbone name.
 """
 from __future__ import annotations
 
+import math
+from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -18,15 +21,47 @@ BACKBONES = {"resnet18": 512, "resnet50": 2048, "vgg16": 4096}
 FORMAT = "vidmine-backbone-v1"
 
 
-class Trunk(nn.Module):
-    """A torchvision network cut before its classifier: images -> pooled features."""
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm whose training statistics come from ``splits`` groups of the batch, each on
+    its own, as if each group were on its own GPU (group j: samples j, j + splits, ...).
 
-    def __init__(self, name: str):
+    MoCo in one process needs it in both encoders: with plain batch norm every key would be
+    normalised together with its own query's batch, and the network can match pairs through
+    those statistics instead of learning features. The parameters and running statistics
+    are those of ``nn.BatchNorm2d``, so checkpoints load into plain networks."""
+
+    def __init__(self, num_features: int, splits: int = 1, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.splits = splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        groups = math.gcd(self.splits, n)  # equal groups, even for an odd last batch
+        if not self.training or groups == 1:
+            return super().forward(x)
+        mean, var = self.running_mean.repeat(groups), self.running_var.repeat(groups)
+        y = F.batch_norm(x.reshape(n // groups, groups * c, h, w), mean, var,
+                         self.weight.repeat(groups), self.bias.repeat(groups), True,
+                         self.momentum, self.eps)
+        with torch.no_grad():
+            self.running_mean.copy_(mean.view(groups, c).mean(0))
+            self.running_var.copy_(var.view(groups, c).mean(0))
+            self.num_batches_tracked.add_(1)
+        return y.reshape(n, c, h, w)
+
+
+class Trunk(nn.Module):
+    """A torchvision network cut before its classifier: images -> pooled features. With
+    ``bn_splits`` > 1 (ResNets) batch norm uses :class:`SplitBatchNorm2d`."""
+
+    def __init__(self, name: str, bn_splits: int = 1):
         super().__init__()
         if name not in BACKBONES:
             raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
         self.name = name
-        net = getattr(torchvision.models, name)(weights=None)
+        norm = {"norm_layer": partial(SplitBatchNorm2d, splits=bn_splits)} \
+            if bn_splits > 1 and name.startswith("resnet") else {}
+        net = getattr(torchvision.models, name)(weights=None, **norm)
         if name.startswith("resnet"):
             net.fc = nn.Identity()
         else:  # vgg16: keep fc6/fc7 (4096-d, as the 2015/2017 papers used), drop fc8

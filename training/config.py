@@ -38,8 +38,15 @@ class TrainConfig:
     embed_dim: int = field(default=1024, metadata={"help": "triplet: embedding size of the "
                                                            "linear layer on the trunk"})
     moco_dim: int = field(default=128, metadata={"help": "moco: output size of the MLP head"})
-    moco_queue: int = field(default=65536, metadata={"help": "moco: negatives in the queue"})
-    moco_momentum: float = field(default=0.999, metadata={"help": "moco: key encoder momentum"})
+    moco_queue: int | None = field(default=None, metadata={
+        "help": "moco: negatives in the queue (default auto: fitted to steps, batch and crops; "
+                "65536 for long runs, as the paper)"})
+    moco_momentum: float | None = field(default=None, metadata={
+        "help": "moco: key encoder momentum (default auto: 1 - 10/steps within [0.9, 0.999]; "
+                "0.999 for long runs, as the paper)"})
+    bn_splits: int = field(default=0, metadata={
+        "help": "moco in one process: batch-norm groups, so that keys and queries never share "
+                "statistics (0: groups of 32, at least 2)"})
     temperature: float = field(default=0.2, metadata={"help": "moco: InfoNCE temperature"})
     mlp: bool = field(default=True, metadata={"help": "moco: MLP projection head (v2)"})
     split: str = field(default="train", metadata={"help": "split of the pairs table to read"})

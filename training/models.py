@@ -51,12 +51,18 @@ def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
 
 
 class MoCo(nn.Module):
-    """MoCo v2 (He et al. 2020; Chen et al. 2020), after facebookresearch/moco/builder.py."""
+    """MoCo v2 (He et al. 2020; Chen et al. 2020), after facebookresearch/moco/builder.py.
+
+    Batch norm must not let a key share statistics with its own query. Across DDP ranks the
+    keys are shuffled between processes, as in the reference. In one process (``bn_splits``
+    > 1) both encoders normalise in groups of the batch and the keys are shuffled before
+    theirs, as the reference's single-GPU demo does: key i then lies in a random group,
+    never in the group its query was normalised with."""
 
     def __init__(self, backbone: str, dim: int = 128, queue: int = 65536, momentum: float = 0.999,
-                 temperature: float = 0.2, mlp: bool = True):
+                 temperature: float = 0.2, mlp: bool = True, bn_splits: int = 1):
         super().__init__()
-        self.trunk: Trunk = Trunk(backbone)
+        self.trunk: Trunk = Trunk(backbone, bn_splits)
         self.encoder_q = nn.Sequential(self.trunk, projection_head(self.trunk.feature_dim, dim, mlp))
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for param in self.encoder_k.parameters():
@@ -73,9 +79,8 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def _keys(self, im_k: torch.Tensor) -> torch.Tensor:
-        """Keys with shuffled batch norm: a key never shares BN statistics with its own query
-        batch, or the network can match pairs through the statistics. Across DDP ranks as
-        in the reference; in one process, over two halves of a random permutation."""
+        """Keys with shuffled batch norm (see the class): across DDP ranks, or in one process
+        through the split batch norm of a randomly permuted batch."""
         world = _world()
         if world > 1:
             gathered = concat_all_gather(im_k)
@@ -88,7 +93,7 @@ class MoCo(nn.Module):
             out[perm] = k_all
             return out.view(world, -1, k.shape[1])[dist.get_rank()]
         perm = torch.randperm(len(im_k), device=im_k.device)
-        k = torch.cat([self.encoder_k(chunk) for chunk in im_k[perm].chunk(2)])
+        k = self.encoder_k(im_k[perm])
         out = torch.empty_like(k)
         out[perm] = k
         return F.normalize(out, dim=1)
@@ -110,8 +115,37 @@ class MoCo(nn.Module):
         return loss
 
 
-def build_model(cfg) -> nn.Module:
+def moco_schedule(steps: int, batch: int, crops: int, momentum: float | None = None,
+                  queue: int | None = None, world: int = 1) -> tuple[float, int]:
+    """Key momentum and queue length fitted to the run (each where the setting is None).
+
+    The reference values (0.999, 65536) suit 200 epochs of ImageNet. Over a short run they
+    leave the key encoder near its random start (0.999^1000 = 37 % of the initial weights
+    remain after 1,000 steps) and the queue full of random vectors (65,536 keys need 1,024
+    steps of 64). The single-GPU reference demo uses 0.99 and 4,096 for ~20k steps. Here:
+    m = 1 - 10 / steps within [0.9, 0.999], so under 0.005 % of the start remains at the end;
+    K = the largest power of two within 1/8 of the keys the run sees and 1/8 of the crops,
+    so the queue turns over 8 times and rarely holds the anchor's own image, in [256, 65536].
+    """
+    m = momentum if momentum is not None else min(0.999, max(0.9, 1.0 - 10.0 / max(1, steps)))
+    if queue is None:
+        cap = max(1, min(65536, steps * batch * world // 8, crops // 8))
+        queue = max(256, 1 << (cap.bit_length() - 1))
+    return m, int(queue)
+
+
+def bn_splits(cfg, world: int = 1) -> int:
+    """Batch-norm groups of MoCo in one process: ``cfg.bn_splits``, or by default groups of
+    32 (the per-GPU batch of the reference's 8 GPUs at 256), at least two; none under DDP,
+    where each process normalises its own share of the batch."""
+    if world > 1:
+        return 1
+    return cfg.bn_splits or max(2, cfg.batch_size // 32)
+
+
+def build_model(cfg, momentum: float = 0.999, queue: int = 65536, splits: int = 1) -> nn.Module:
+    """The network of ``cfg``; MoCo's momentum, queue and batch-norm groups as resolved by
+    the trainer (:func:`moco_schedule`, :func:`bn_splits`)."""
     if cfg.objective == "triplet":
         return TripletNet(cfg.backbone, cfg.embed_dim, cfg.margin, cfg.negatives)
-    return MoCo(cfg.backbone, cfg.moco_dim, cfg.moco_queue, cfg.moco_momentum, cfg.temperature,
-                cfg.mlp)
+    return MoCo(cfg.backbone, cfg.moco_dim, queue, momentum, cfg.temperature, cfg.mlp, splits)

@@ -17,9 +17,11 @@ import math
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -36,7 +38,7 @@ from .augment import BatchAugment, CpuAugment, normalize
 from .backbones import save_backbone
 from .config import TrainConfig
 from .data import MixBatchSampler, PairDataset, batch_seed, load_pair_data
-from .models import build_model
+from .models import bn_splits, build_model, moco_schedule
 
 META = ("a_group", "p_group", "a_cluster", "p_cluster")
 # Settings that shape the model or the data stream: a resumed job must keep them.
@@ -82,8 +84,10 @@ class Trainer:
             raise UsageError("--gpu-augment on needs a CUDA device")
         self.channels_last = cfg.channels_last and self.cuda
         self.data = load_pair_data(store, cfg)
+        saved = torch.load(last, map_location=self.device, weights_only=True) if resume else None
+        self.moco = self._moco_settings(saved)
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg).to(self.device)
+        model = build_model(cfg, **self.moco).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.net = model
@@ -98,8 +102,32 @@ class Trainer:
         self.step = 0
         self.augment = BatchAugment(cfg.image_size)
         self._stop = False
-        if resume:
-            self._load(last)
+        if saved is not None:
+            self._load(last, saved)
+
+    def _moco_settings(self, saved: dict | None) -> dict:
+        """MoCo's momentum, queue and batch-norm groups: those of the checkpoint being
+        resumed, else fitted to this run (training.models.moco_schedule), with a warning
+        when settings given by hand cannot work in a run this short."""
+        cfg = self.cfg
+        if cfg.objective != "moco":
+            return {}
+        if saved is not None and "moco" in saved.get("training", {}):
+            return dict(saved["training"]["moco"])
+        crops = len(np.unique(np.concatenate([self.data.anchors, self.data.positives])))
+        momentum, queue = moco_schedule(cfg.steps, cfg.batch_size, crops, cfg.moco_momentum,
+                                        cfg.moco_queue, self.world)
+        if self.rank == 0:
+            left = momentum ** cfg.steps
+            if left > 0.05:
+                print(f"vidmine-train: warning: moco_momentum {momentum} leaves {left:.0%} of the "
+                      f"key encoder's random start after {cfg.steps} steps (leave it auto)",
+                      file=sys.stderr)
+            if queue > cfg.steps * cfg.batch_size * self.world // 2:
+                print(f"vidmine-train: warning: a queue of {queue} keys is refilled less than "
+                      f"twice in {cfg.steps} steps of {cfg.batch_size} (leave moco_queue auto)",
+                      file=sys.stderr)
+        return {"momentum": momentum, "queue": queue, "splits": bn_splits(cfg, self.world)}
 
     # -- data ---------------------------------------------------------------------------
     def loader(self) -> DataLoader:
@@ -147,12 +175,11 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         save_backbone(path, self.net.trunk, objective=self.cfg.objective, step=self.step,
                       config=to_dict(self.cfg),
-                      training={"model": self.net.state_dict(),
+                      training={"model": self.net.state_dict(), "moco": self.moco,
                                 "optimizer": self.optimizer.state_dict(),
                                 "scheduler": self.scheduler.state_dict(), "step": self.step})
 
-    def _load(self, path: Path) -> None:
-        ckpt = torch.load(path, map_location=self.device, weights_only=True)
+    def _load(self, path: Path, ckpt: dict) -> None:
         old = ckpt.get("config", {})
         changed = [k for k in RESUME_FIXED if old.get(k) != getattr(self.cfg, k)]
         if changed:
@@ -241,7 +268,7 @@ class Trainer:
                    "pairs_per_s": (self.step - start_step) * cfg.batch_size * self.world
                    / max(elapsed, 1e-9),
                    "checkpoint": str(self.out / ("final.pt" if status == "done" else "last.pt")),
-                   "pairs": self.data.sizes, "run_id": run.id if lead else None}
+                   "pairs": self.data.sizes, "moco": self.moco, "run_id": run.id if lead else None}
         run.status, run.summary = status, summary
         return summary
 

@@ -65,8 +65,18 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
             f"unknown setting(s) {sorted(unknown)} in {where or cls.__name__}; "
             f"known: {sorted(fields)}"
         )
-    kwargs = {k: _coerce(v, _field_type(cls, fields[k]), k) for k, v in data.items()}
+    kwargs = {k: None if _is_auto(cls, fields[k], v) else _coerce(v, _field_type(cls, fields[k]), k)
+              for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _is_auto(cls: type, field: dataclasses.Field, value: Any) -> bool:
+    """'auto' sets an optional setting to None, which its owner resolves (a flag or a TOML
+    file cannot say None)."""
+    tp = typing.get_type_hints(cls)[field.name]
+    optional = typing.get_origin(tp) in (typing.Union, types.UnionType) \
+        and type(None) in typing.get_args(tp)
+    return optional and isinstance(value, str) and value.strip().lower() == "auto"
 
 
 def load_toml(path: str | Path | None) -> dict[str, Any]:
