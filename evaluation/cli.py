@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import torch
 
 from vidmine.cli import add_command, command_parser, open_store, print_json, run_main, settings
 from vidmine.config import to_dict
+from vidmine.descriptors import FLOORS
 from vidmine.errors import UsageError
+from vidmine.images import load_rgb
 from vidmine.training.backbones import BACKBONES, load_backbone
 from vidmine.training.features import embed_images
 
@@ -37,23 +40,38 @@ class EvalConfig:
     max_tracks: int = field(default=300, metadata={"help": "held-out tracks used"})
     variants: int = field(default=8, metadata={"help": "synthetic variants per crop"})
     knn_k: int = field(default=20, metadata={"help": "neighbours of the kNN probe"})
-    untrained: bool = field(default=True, metadata={"help": "add an untrained network as the floor"})
+    untrained: bool = field(default=True, metadata={"help": "add an untrained network as a floor"})
+    floors: list[str] = field(default_factory=lambda: list(FLOORS), metadata={
+        "help": "descriptors that learn nothing, reported beside the networks: "
+                + ", ".join(FLOORS) + " (comma-separated; '' for none)"})
     seed: int = field(default=0, metadata={"help": "seed of set sampling and the floor's init"})
 
 
-def _models(args, cfg: EvalConfig) -> dict[str, torch.nn.Module]:
-    models = {}
+Extractor = Callable[[list[np.ndarray]], np.ndarray]
+
+
+def _models(args, cfg: EvalConfig) -> dict[str, Extractor]:
+    """Name -> features of a list of RGB images: every checkpoint, then the floors that
+    learn nothing (an untrained network, the descriptors of ``cfg.floors``)."""
+    def network(trunk) -> Extractor:
+        return lambda images: embed_images(trunk, images, cfg.size, cfg.batch_size, cfg.device,
+                                           progress=not args.json)
+    models: dict[str, Extractor] = {}
     paths = [Path(p) for p in args.checkpoint or []]
     stems = [p.stem for p in paths]
     for path in paths:
         # Checkpoints are often all called final.pt: name them by their run folder then.
         name = path.stem if stems.count(path.stem) == 1 else f"{path.parent.name}/{path.stem}"
-        models[name] = load_backbone(path, cfg.backbone)
+        models[name] = network(load_backbone(path, cfg.backbone))
     if cfg.untrained:
         torch.manual_seed(cfg.seed)
-        models[f"untrained {cfg.backbone}"] = load_backbone(None, cfg.backbone)
+        models[f"untrained {cfg.backbone}"] = network(load_backbone(None, cfg.backbone))
+    for floor in cfg.floors:
+        if floor not in FLOORS:
+            raise UsageError(f"unknown floor {floor!r}; choose from {', '.join(FLOORS)}")
+        models[f"{floor} (floor)"] = FLOORS[floor]
     if not models:
-        raise UsageError("nothing to evaluate: give --checkpoint or keep the untrained floor")
+        raise UsageError("nothing to evaluate: give --checkpoint or keep the floors")
     return models
 
 
@@ -61,7 +79,9 @@ def _invariance_sets(args, cfg: EvalConfig) -> list[sets.InvarianceSets]:
     out = []
     for spec in args.sets:
         kind, _, path = spec.partition(":")
-        if kind == "store":
+        if kind == "rendered":
+            out += sets.rendered(path)
+        elif kind == "store":
             with open_store(args) as store:
                 out += sets.store_sets(store, max_tracks=cfg.max_tracks, variants=cfg.variants,
                                        seed=cfg.seed)
@@ -74,7 +94,7 @@ def _invariance_sets(args, cfg: EvalConfig) -> list[sets.InvarianceSets]:
         elif kind in ("pascal3d-instance", "pascal3d-instance+viewpoint"):
             out.append(sets.pascal3d(path, kind.removeprefix("pascal3d-")))
         else:
-            raise UsageError(f"unknown --sets {spec!r}: store, folder:DIR, aloi-viewpoint:DIR, "
+            raise UsageError(f"unknown --sets {spec!r}: rendered:DIR, store, folder:DIR, aloi-viewpoint:DIR, "
                              "aloi-illumination-direction:DIR, aloi-illumination-colour:DIR, "
                              "got10k:DIR, pascal3d-instance:DIR, pascal3d-instance+viewpoint:DIR")
     return out
@@ -91,9 +111,9 @@ def cmd_ris(args, cfg: EvalConfig) -> dict:
     models = _models(args, cfg)
     rows, charts = [], {f"top{k}": {} for k in cfg.k}
     for inv in _invariance_sets(args, cfg):
-        for name, trunk in models.items():
-            feats = embed_images(trunk, inv.images, cfg.size, cfg.batch_size, cfg.device,
-                                 progress=not args.json)
+        images = [load_rgb(im) for im in inv.images]
+        for name, features in models.items():
+            feats = features(images)
             row = {"invariance": inv.label, "model": name, "images": len(inv.images),
                    "sets": int(len(np.unique(inv.set_ids)))}
             for k in cfg.k:
@@ -112,29 +132,38 @@ def cmd_ris(args, cfg: EvalConfig) -> dict:
     return result
 
 
-def cmd_retrieval(args, cfg: EvalConfig) -> dict:
-    models = _models(args, cfg)
+def _retrieval_data(args, cfg: EvalConfig):
+    """(images, labels, groups, title): rendered objects when --data is given (relevant: the
+    same object in another render; its own render left out), else held-out tracks."""
+    if args.data:
+        paths, labels, groups = sets.rendered_retrieval(args.data)
+        title = f"Object retrieval across renders ({len(np.unique(labels))} held-out objects)"
+        return [load_rgb(p) for p in paths], labels, groups, title
     with open_store(args) as store:
         tracks = sets.held_out_tracks(store, max_tracks=cfg.max_tracks, seed=cfg.seed)
         if len(tracks) < 2:
             raise UsageError("need at least 2 held-out tracks with 3+ crops: mine more videos")
         ids = np.concatenate(list(tracks.values()))
-        images = store.load_crops(ids)
+        by_id = store.load_crops(ids)
     labels = np.concatenate([[t] * len(v) for t, v in tracks.items()])
-    rows = []
-    for name, trunk in models.items():
-        feats = embed_images(trunk, [images[int(i)] for i in ids], cfg.size, cfg.batch_size,
-                             cfg.device, progress=not args.json)
-        rows.append({"model": name, **retrieval_metrics(feats, labels)})
+    return [by_id[int(i)] for i in ids], labels, None, \
+        f"Instance retrieval on {len(tracks)} held-out tracks"
+
+
+def cmd_retrieval(args, cfg: EvalConfig) -> dict:
+    models = _models(args, cfg)
+    images, labels, groups, title = _retrieval_data(args, cfg)
+    rows = [{"model": name, **retrieval_metrics(features(images), labels, groups=groups)}
+            for name, features in models.items()]
     out = _out_dir(args)
     chart = {m: {r["model"]: r[m] for r in rows} for m in ("recall@1", "recall@5", "mAP")}
-    png = report.bar_chart(chart, "Retrieval on held-out tracks", "score", out / "retrieval.png")
-    result = {"command": "retrieval", "tracks": len(tracks), "results": rows,
+    png = report.bar_chart(chart, title, "score", out / "retrieval.png")
+    result = {"command": "retrieval", "title": title,
+              "objects" if args.data else "tracks": len(np.unique(labels)), "results": rows,
               "charts": [str(png)], "config": to_dict(cfg)}
     report.write_json(result, out / "report.json")
     if not args.json:
-        print(report.table(rows, ["model", "queries", "recall@1", "recall@5", "mAP"],
-                           f"Instance retrieval on {len(tracks)} held-out tracks"))
+        print(report.table(rows, ["model", "queries", "recall@1", "recall@5", "mAP"], title))
         print(f"\nreport: {out / 'report.json'}\nchart: {png}")
     return result
 
@@ -144,10 +173,8 @@ def cmd_probe(args, cfg: EvalConfig) -> dict:
     models = _models(args, cfg)
     rows = []
     for name, trunk in models.items():
-        tr = embed_images(trunk, data["train"][0], cfg.size, cfg.batch_size, cfg.device,
-                          progress=not args.json)
-        va = embed_images(trunk, data["val"][0], cfg.size, cfg.batch_size, cfg.device,
-                          progress=not args.json)
+        tr = trunk([load_rgb(p) for p in data["train"][0]])
+        va = trunk([load_rgb(p) for p in data["val"][0]])
         rows.append({"model": name,
                      "knn": probes.knn_accuracy(tr, data["train"][1], va, data["val"][1], cfg.knn_k),
                      "linear": probes.linear_probe_accuracy(tr, data["train"][1], va,
@@ -197,6 +224,10 @@ def build_parser():
                            help="store | folder:DIR | aloi-viewpoint:DIR | got10k:DIR | ...")
         if name == "probe":
             p.add_argument("--data", required=True, help="ImageFolder (train/ and val/, or classes)")
+        if name == "retrieval":
+            p.add_argument("--data", default=None, metavar="DIR",
+                           help="sets rendered by `vidmine-mine synth-sets` (default: held-out "
+                                "tracks of the store)")
     return parser
 
 

@@ -1,5 +1,7 @@
-"""Instance retrieval: query each image, rank all others by cosine similarity; an answer is
-relevant when it shares the query's label (on held-out tracks: the same track)."""
+"""Instance retrieval: query each image, rank the others by cosine similarity; an answer is
+relevant when it shares the query's label (on held-out tracks: the same track; on rendered
+objects: the same object). Answers in the query's own *group* (the same render of the same
+object) are left out of the ranking, so near copies of the query neither help nor hurt."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,19 +9,23 @@ import torch
 
 
 def retrieval_metrics(features: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5),
-                      chunk: int = 1024) -> dict[str, float]:
+                      chunk: int = 1024, groups: np.ndarray | None = None) -> dict[str, float]:
     """recall@k (some relevant item in the top k) and mAP, over queries with >= 1 relevant."""
     x = torch.nn.functional.normalize(torch.as_tensor(features, dtype=torch.float32), dim=1)
     y = torch.as_tensor(np.asarray(labels))
+    g = torch.as_tensor(np.unique(np.asarray(groups), return_inverse=True)[1]) \
+        if groups is not None else torch.arange(len(y))
     n = len(x)
     hits = {k: [] for k in ks}
     aps = []
     for lo in range(0, n, chunk):
         q = torch.arange(lo, min(lo + chunk, n))
         sim = x[q] @ x.T
-        sim[torch.arange(len(q)), q] = -float("inf")          # a query never retrieves itself
-        order = sim.argsort(dim=1, descending=True)[:, :-1]    # drop the query itself (last)
+        own = g[None, :] == g[q, None]                         # the query and its own group
+        sim[own] = -float("inf")
+        order = sim.argsort(dim=1, descending=True)
         rel = (y[order] == y[q, None]).float()
+        rel[torch.gather(own, 1, order)] = 0                   # left out: never relevant
         n_rel = rel.sum(dim=1)
         valid = n_rel > 0
         for k in ks:

@@ -1,13 +1,16 @@
 """Invariance sets for RIS: which images show one object under one kind of change.
 
-Sources: a generic folder layout ``root/<class>/<set>/<image>``; the layouts the RIS paper
-used (ALOI, GOT-10k, Pascal3D+) when a user has them; and vidmine's own store: held-out
-tracks (viewpoint/temporal), plus *synthetic* occlusion and illumination-colour sets made
-from held-out crops, labelled synthetic in every report.
+Sources: a generic folder layout ``root/<class>/<set>/<image>``; the sets rendered from
+held-out 3D objects by ``vidmine-mine synth-sets`` (viewpoint, illumination, occlusion,
+instance, and object retrieval across renders); the layouts the RIS paper used (ALOI,
+GOT-10k, Pascal3D+) when a user has them; and vidmine's own store: held-out tracks
+(viewpoint/temporal), plus *synthetic* occlusion and illumination-colour sets made from
+held-out crops, labelled synthetic in every report.
 """
 from __future__ import annotations
 
 import configparser
+import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -67,6 +70,43 @@ def from_folder(root: str | Path, name: str | None = None) -> InvarianceSets:
     if not images:
         raise ValueError(f"{root} has no <class>/<set>/<image> files")
     return InvarianceSets(name or root.name, images, sets, classes, source=str(root))
+
+
+RENDERED_FORMAT = "vidmine-rendered-sets-v1"
+
+
+def _rendered_manifest(root: str | Path) -> dict:
+    path = Path(root) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no rendered sets at {root} (make them with `vidmine-mine "
+                                "synth-sets DIR`)")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != RENDERED_FORMAT:
+        raise ValueError(f"{path} is not a manifest of {RENDERED_FORMAT}")
+    return manifest
+
+
+def rendered(root: str | Path) -> list[InvarianceSets]:
+    """Every RIS set of a folder written by ``vidmine-mine synth-sets``, in its order."""
+    manifest = _rendered_manifest(root)
+    return [from_folder(Path(root) / entry["path"], name=f"{kind} (rendered)")
+            for kind, entry in manifest["kinds"].items()]
+
+
+def rendered_retrieval(root: str | Path) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """(image paths, object label, render group) of the retrieval part of rendered sets:
+    ``retrieval/<object>/<render>/<image>``."""
+    folder = Path(root) / _rendered_manifest(root)["retrieval"]["path"]
+    paths, labels, groups = [], [], []
+    for label, obj in enumerate(sorted(d for d in folder.iterdir() if d.is_dir())):
+        for group, render in enumerate(sorted(d for d in obj.iterdir() if d.is_dir())):
+            files = _images_in(render)
+            paths += files
+            labels += [label] * len(files)
+            groups += [label * 1000 + group] * len(files)
+    if not paths:
+        raise ValueError(f"no retrieval images under {folder}")
+    return paths, np.asarray(labels), np.asarray(groups)
 
 
 ALOI_PATTERNS = {

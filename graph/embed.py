@@ -1,15 +1,6 @@
-"""One feature vector per crop: a trained backbone, or a hand-crafted descriptor.
-
-The hand-crafted descriptor lets the whole pipeline run before any network is trained.
-Each crop is resized to 64x64 and described by
-
-* a colour histogram in HSV: 12 hue x 4 saturation x 4 value bins (192), as frequencies,
-  square-rooted (the Hellinger map, so dot products compare distributions fairly);
-* a HOG-like gradient histogram: 9 unsigned orientation bins in each of 4x4 cells of 16x16
-  pixels (144), magnitude-weighted, each cell L2-normalised (robust to contrast changes).
-
-Both halves have unit norm and weigh the same; the 336-d result is L2-normalised, so a dot
-product is a cosine similarity, as for network features.
+"""One feature vector per crop: a trained backbone, or the hand-crafted descriptor
+(``vidmine.descriptors.handcrafted_descriptor``), which lets the whole pipeline run before
+any network is trained. Vectors are L2-normalised, so a dot product is a cosine similarity.
 
 Every embedding run writes ``<workdir>/embeddings/<run>.npz`` (``crop_ids``, ``vectors``)
 and an ``embedding_sets`` row (model, checkpoint, dim, count). Runs are incremental: a run
@@ -22,12 +13,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from sqlalchemy import select
 
 from vidmine.arrays import lookup_sorted
 from vidmine.config import to_dict
+from vidmine.descriptors import handcrafted_descriptor, l2_normalize
 from vidmine.errors import UsageError
 from vidmine.images import decode_image
 from vidmine.progress import progress_bar
@@ -37,39 +28,6 @@ from vidmine.storage.store import Store
 from .config import GraphConfig
 
 HANDCRAFTED = "handcrafted"
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def handcrafted_descriptor(images: list[np.ndarray], size: int = 64) -> np.ndarray:
-    """(len(images), 336) float32 descriptors of RGB uint8 images (see the module doc)."""
-    n = len(images)
-    batch = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
-    tall = batch.reshape(n * size, size, 3)  # one OpenCV call converts the whole batch
-    hsv = cv2.cvtColor(tall, cv2.COLOR_RGB2HSV).reshape(n, size * size, 3).astype(np.int64)
-    colour_bin = (hsv[..., 0] * 12 // 180) * 16 + (hsv[..., 1] * 4 // 256) * 4 + hsv[..., 2] * 4 // 256
-    colour = np.bincount((np.arange(n)[:, None] * 192 + colour_bin).ravel(),
-                         minlength=n * 192).reshape(n, 192).astype(np.float32)
-    colour = np.sqrt(colour / (size * size))
-
-    gray = cv2.cvtColor(tall, cv2.COLOR_RGB2GRAY).reshape(n, size, size).astype(np.float32)
-    gx = np.zeros_like(gray)
-    gy = np.zeros_like(gray)
-    gx[:, :, 1:-1] = gray[:, :, 2:] - gray[:, :, :-2]
-    gy[:, 1:-1, :] = gray[:, 2:, :] - gray[:, :-2, :]
-    magnitude = np.hypot(gx, gy)
-    angle = np.mod(np.arctan2(gy, gx), np.pi)
-    orient = np.minimum((angle / np.pi * 9).astype(np.int64), 8)
-    cell_px = size // 4
-    yy, xx = np.mgrid[0:size, 0:size]
-    cell = (yy // cell_px) * 4 + xx // cell_px
-    index = np.arange(n)[:, None, None] * 144 + cell[None] * 9 + orient
-    grad = np.bincount(index.ravel(), weights=magnitude.ravel(),
-                       minlength=n * 144).reshape(n, 16, 9).astype(np.float32)
-    grad = l2_normalize(l2_normalize(grad).reshape(n, 144))
-    return l2_normalize(np.concatenate([colour, grad], axis=1)).astype(np.float32)
 
 
 class NetworkEmbedder:

@@ -30,6 +30,7 @@ from vidmine.storage.schema import (
 from vidmine.storage.store import Store
 
 from .build import load_graph
+from .quality import pair_quality
 
 MAX_NEIGHBOURHOOD_EDGES = 5000
 
@@ -94,6 +95,7 @@ def stats(store: Store) -> dict:
     per_video = np.unique(np.concatenate([video_of, video_pos[video_pos != video_of]]),
                           return_counts=True)
     top = np.argsort(-per_video[1], kind="stable")[:5]
+    quality = pair_quality(store, g)
     return {
         "crops": int(n_crops), "tracks": int(n_tracks), "embedding_sets": int(n_sets),
         "nodes": int(n),
@@ -107,6 +109,7 @@ def stats(store: Store) -> dict:
         "degree_histogram": buckets(degree, zero=True),
         "pairs_per_video": {**size_summary(per_video[1]),
                             "top": {str(int(per_video[0][i])): int(per_video[1][i]) for i in top}},
+        **({"pair_quality": quality} if quality is not None else {}),
     }
 
 

@@ -3,7 +3,8 @@
     vidmine-mine run VIDEO_DIR [--workdir W] [--workers N] [--db URL]
     vidmine-mine daemon VIDEO_DIR ...
     vidmine-mine status [--json]
-    vidmine-mine synth OUT_DIR [--videos N] [--seed S]
+    vidmine-mine synth OUT_DIR [--videos N] [--seed S] [--kind flat|solids] [--pool train|heldout]
+    vidmine-mine synth-sets OUT_DIR [--objects-per-category N]   rendered invariance sets
 
 ``vidmine-store verify`` checks what mining stored.
 """
@@ -102,8 +103,22 @@ def cmd_status(args) -> int:
 
 def cmd_synth(args) -> int:
     from .synthetic import generate_dataset
-    paths = generate_dataset(args.out_dir, n_videos=args.videos, seed=args.seed)
+    extra = {"pool": args.pool} if args.kind == "solids" else {}
+    paths = generate_dataset(args.out_dir, n_videos=args.videos, seed=args.seed, kind=args.kind,
+                             **extra)
     emit(args, {"videos": [str(p) for p in paths]}, "\n".join(map(str, paths)))
+    return 0
+
+
+def cmd_synth_sets(args) -> int:
+    from .evalsets import render_sets
+    manifest = render_sets(args.out_dir, per_category=args.objects_per_category, seed=args.seed)
+    lines = [f"{kind:>13}: {e['images']} images, {e['sets']} sets, {e['classes']} classes"
+             for kind, e in manifest["kinds"].items()]
+    r = manifest["retrieval"]
+    lines.append(f"{'retrieval':>13}: {r['images']} images of {r['objects']} objects in "
+                 f"{r['renders']} renders each")
+    emit(args, manifest, "\n".join(lines) + f"\nwritten to {args.out_dir}")
     return 0
 
 
@@ -122,6 +137,17 @@ def build_parser():
                     "write synthetic videos with ground truth (for trying out)", store=False)
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--videos", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kind", choices=("flat", "solids"), default="flat",
+                   help="flat: textured ellipses turning in the image plane; solids: 3D objects "
+                        "of six categories turning out of plane under a moving light")
+    p.add_argument("--pool", choices=("train", "heldout"), default="train",
+                   help="solids: the pool of object instances (held-out ones never appear in "
+                        "training videos)")
+    p = add_command(commands, "synth-sets", cmd_synth_sets,
+                    "render invariance sets of held-out solids (for vidmine-eval)", store=False)
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--objects-per-category", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     return parser
 

@@ -1,15 +1,23 @@
-"""Synthetic videos with ground truth: textured objects moving, rotating and scaling over a
-textured background the camera pans across. Textures come from photos (``../shared/data/
-images``) when there are any, else from procedural patterns, so nothing needs the sample data.
+"""Synthetic videos with ground truth, in two kinds:
 
-``generate_video`` writes one H.264 file with PyAV and returns each object's box per frame;
+* ``flat``: textured ellipses moving, turning in the image plane and scaling over a textured
+  background the camera pans across (:func:`generate_video`);
+* ``solids``: textured 3D objects of six categories that turn out of plane under a moving
+  light, occluding each other (``mining.scenes``, rendered by ``mining.render``).
+
+Textures come from photos (``../shared/data/images``, or ``VIDMINE_SHARED_DATA``) when
+there are any, else from procedural patterns, so nothing needs the sample data. Each video
+is written as H.264 with PyAV, with ``<name>.truth.json`` beside it (boxes per frame and
+object; for solids also each object's instance id, category and pose).
 ``track_quality`` scores a mining result against it: precision over the intra-track crop
 pairs (both ends on the same object at IoU >= 0.5) and recall over the objects.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -18,24 +26,56 @@ import numpy as np
 
 from vidmine.storage.ingest import VideoResult
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
+DEFAULT_IMAGES = Path(os.environ.get(
+    "VIDMINE_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")) / "images"
+KINDS = ("flat", "solids")
 
 
 @dataclass
 class GroundTruth:
+    """What a synthetic video shows. The JSON beside each video (``to_json``) is read by
+    ``vidmine-graph stats`` to score pairs: ``boxes`` as below with -1 for unseen,
+    ``objects`` a list of ``{"instance": id, "category": name}`` in the order of ``boxes``."""
     boxes: np.ndarray      # (frames, objects, 4) x0, y0, x1, y1 in pixels; NaN when unseen
     fps: float
     width: int
     height: int
+    objects: list[dict] = field(default_factory=list)
+    poses: np.ndarray | None = None   # (frames, objects, 12): rotation (row-major), position
 
     def to_json(self) -> dict:
-        return {"fps": self.fps, "width": self.width, "height": self.height,
-                "boxes": np.where(np.isnan(self.boxes), -1, self.boxes).round(1).tolist()}
+        out = {"fps": self.fps, "width": self.width, "height": self.height,
+               "boxes": np.where(np.isnan(self.boxes), -1, self.boxes).round(1).tolist(),
+               "objects": self.objects}
+        if self.poses is not None:
+            out["poses"] = self.poses.round(4).tolist()
+        return out
 
 
 def _photos(images_dir: Path | None) -> list[Path]:
     folder = images_dir if images_dir is not None else DEFAULT_IMAGES
     return sorted(folder.glob("*.jpg")) if folder.is_dir() else []
+
+
+def write_h264(path: str | Path, frames: Iterable[np.ndarray], fps: int) -> None:
+    """Encode RGB uint8 frames as H.264 in the container of ``path``'s extension."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # faststart puts the index first, as downloaded videos have it (and truncation then
+    # leaves a readable head rather than an unreadable file).
+    mp4 = path.suffix.lower() in (".mp4", ".mov", ".m4v")
+    with av.open(str(path), mode="w", options={"movflags": "+faststart"} if mp4 else {}) as container:
+        stream = None
+        for rgb in frames:
+            if stream is None:
+                stream = container.add_stream("libx264", rate=fps)
+                stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], "yuv420p"
+                stream.options = {"crf": "18", "preset": "veryfast"}
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        if stream is not None:
+            for packet in stream.encode():
+                container.mux(packet)
 
 
 def _texture(rng: np.random.Generator, photos: list[Path], h: int, w: int) -> np.ndarray:
@@ -57,6 +97,45 @@ def _texture(rng: np.random.Generator, photos: list[Path], h: int, w: int) -> np
                 * rng.uniform(-60, 60, 3))
     noise = cv2.GaussianBlur(rng.normal(0, 40, (h, w, 3)).astype(np.float32), (0, 0), 2)
     return np.clip(out + noise + rng.uniform(60, 200, 3), 0, 255).astype(np.uint8)
+
+
+def turn_hue(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``rgb`` with its hue turned by a random angle and its saturation scaled, so textures
+    cut from one photo still differ in colour."""
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).astype(np.int32)
+    hsv[..., 0] = (hsv[..., 0] + int(rng.integers(180))) % 180
+    hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.9, 1.6) + 25, 0, 255)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+
+
+def photo_pool(images_dir: Path | None, pool: str) -> list[Path]:
+    """The photos textures are cut from: ``train`` three of every four, ``heldout`` the
+    fourth, so held-out objects never wear a photo that training objects wear."""
+    photos = _photos(images_dir)
+    if pool == "all":
+        return photos
+    held = [p for i, p in enumerate(photos) if i % 4 == 3]
+    return held if pool == "heldout" else [p for p in photos if p not in held]
+
+
+def texture_source(images_dir: Path | None = None, pool: str = "all", side: int = 64):
+    """``(rng, n) -> n`` RGB textures of ``side`` px for the faces of one object: all cut
+    from one material (a photo of ``pool``, or a procedural pattern), each from another
+    part of it, turned by a quarter turn at random, and each with its own hue. An object's
+    faces share their pattern and differ in colour, so colour alone does not tell that two
+    views show one object."""
+    photos = photo_pool(images_dir, pool)
+
+    def textures(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+        source = photos if photos and rng.random() < 0.6 else []
+        material = _texture(rng, source, 3 * side, 3 * side)
+        out = []
+        for _ in range(n):
+            y, x = rng.integers(0, 2 * side + 1, 2)
+            face = np.rot90(material[y:y + side, x:x + side], int(rng.integers(4)))
+            out.append(turn_hue(np.ascontiguousarray(face), rng))
+        return out
+    return textures
 
 
 def generate_video(path: str | Path, seed: int = 0, n_objects: int = 2, width: int = 320,
@@ -87,15 +166,8 @@ def generate_video(path: str | Path, seed: int = 0, n_objects: int = 2, width: i
             scale_period=rng.uniform(2.0, 4.0) * fps))
 
     boxes = np.full((n_frames, n_objects, 4), np.nan, np.float32)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # faststart puts the index first, as downloaded videos have it (and truncation then
-    # leaves a readable head rather than an unreadable file).
-    mp4 = path.suffix.lower() in (".mp4", ".mov", ".m4v")
-    with av.open(str(path), mode="w", options={"movflags": "+faststart"} if mp4 else {}) as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
+
+    def frames():
         for t in range(n_frames):
             ox = int(round(margin + pan[0] * t))
             oy = int(round(margin + pan[1] * t))
@@ -115,13 +187,11 @@ def generate_video(path: str | Path, seed: int = 0, n_objects: int = 2, width: i
                 ys, xs = np.nonzero(alpha[..., 0] > 0.5)
                 if len(xs):
                     boxes[t, k] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-            image = av.VideoFrame.from_ndarray(np.clip(frame, 0, 255).astype(np.uint8),
-                                               format="rgb24")
-            for packet in stream.encode(image):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return GroundTruth(boxes=boxes, fps=float(fps), width=width, height=height)
+            yield np.clip(frame, 0, 255).astype(np.uint8)
+
+    write_h264(path, frames(), fps)
+    return GroundTruth(boxes=boxes, fps=float(fps), width=width, height=height,
+                       objects=[{"instance": k, "category": "ellipse"} for k in range(n_objects)])
 
 
 def _bounce(c: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -131,13 +201,20 @@ def _bounce(c: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 def generate_dataset(out_dir: str | Path, n_videos: int = 4, seed: int = 0,
-                     images_dir: Path | None = None, **kwargs) -> list[Path]:
-    """``n_videos`` synthetic videos in ``out_dir``, each with ``<name>.truth.json`` beside it."""
+                     images_dir: Path | None = None, kind: str = "flat", **kwargs) -> list[Path]:
+    """``n_videos`` synthetic videos of ``kind`` (flat or solids) in ``out_dir``, each with
+    ``<name>.truth.json`` beside it."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind of synthetic video {kind!r}; choose from {KINDS}")
+    if kind == "solids":
+        from .scenes import generate_solids_video as generate
+    else:
+        generate = generate_video
     out_dir = Path(out_dir)
     paths = []
     for i in range(n_videos):
-        path = out_dir / f"synthetic_{seed}_{i:03d}.mp4"
-        truth = generate_video(path, seed=seed * 1000 + i, images_dir=images_dir, **kwargs)
+        path = out_dir / f"{'solids' if kind == 'solids' else 'synthetic'}_{seed}_{i:03d}.mp4"
+        truth = generate(path, seed=seed * 1000 + i, images_dir=images_dir, **kwargs)
         path.with_suffix(".truth.json").write_text(json.dumps(truth.to_json()))
         paths.append(path)
     return paths

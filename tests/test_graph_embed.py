@@ -8,9 +8,10 @@ from sqlalchemy import select
 
 from tests.factories import fill_store
 from tests.test_graph_build import IMAGES
+from vidmine.descriptors import handcrafted_descriptor
 from vidmine.errors import UsageError
 from vidmine.graph.config import GraphConfig
-from vidmine.graph.embed import embed, handcrafted_descriptor, load_embeddings
+from vidmine.graph.embed import embed, load_embeddings
 from vidmine.storage.schema import embedding_sets, runs
 from vidmine.training.backbones import Trunk, save_backbone
 
