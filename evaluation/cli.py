@@ -111,6 +111,10 @@ def cmd_ris(args, cfg: EvalConfig) -> dict:
     models = _models(args, cfg)
     rows, charts = [], {f"top{k}": {} for k in cfg.k}
     for inv in _invariance_sets(args, cfg):
+        if np.bincount(inv.set_ids).max(initial=0) < 3:
+            print(f"vidmine-eval: skipped {inv.label}: RIS needs a set of 3 or more images",
+                  file=sys.stderr)
+            continue
         images = [load_rgb(im) for im in inv.images]
         for name, features in models.items():
             feats = features(images)

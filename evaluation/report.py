@@ -21,15 +21,19 @@ def table(rows: list[dict], columns: list[str], title: str) -> str:
     return "\n".join(out)
 
 
-def bar_chart(results: dict[str, dict[str, float]], title: str, ylabel: str, out_png: Path) -> Path:
-    """Grouped bars: one group per measure (e.g. invariance), one bar per model."""
+def bar_chart(results: dict[str, dict[str, float]], title: str, ylabel: str, out_png: Path,
+              errors: dict[str, dict[str, float]] | None = None) -> Path:
+    """Grouped bars: one group per measure (e.g. invariance), one bar per model; ``errors``
+    (same keys) draws error bars, e.g. the sd over seeds."""
     measures = list(results)
     models = list(next(iter(results.values())))
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(measures) * len(models) ** 0.5), 4))
     width = 0.8 / len(models)
     for m, model in enumerate(models):
         xs = [i + m * width for i in range(len(measures))]
-        ax.bar(xs, [results[k].get(model, 0.0) for k in measures], width, label=model)
+        err = [errors[k].get(model, 0.0) for k in measures] if errors else None
+        ax.bar(xs, [results[k].get(model, 0.0) for k in measures], width, label=model,
+               yerr=err, capsize=2 if err else 0)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(measures))])
     ax.set_xticklabels(measures, fontsize=8)
     ax.set_ylabel(ylabel)

@@ -1,23 +1,25 @@
-"""Issue 8: do pairs mined from video teach invariances that plain instance discrimination
-does not? One command mines a fixed set of videos, builds the graph (with the paper's
-bootstrap), trains one backbone under four arms with one budget, and evaluates them all:
+"""Do pairs mined from video teach invariances that plain instance discrimination does not?
+One command renders a fixed set of videos of 3D solids, mines them, builds the graph (with
+the paper's bootstrap), trains one backbone under four arms with one budget and three seeds,
+and measures every network beside floors that learn nothing, on invariance sets rendered
+from held-out objects that no training video contains:
 
-    python experiments/study.py --scale gpu --seeds 0 1 2          # the study (GPU)
-    python experiments/study.py --scale toy --seeds 0              # CPU smoke check
+    python experiments/study.py --scale cpu --seeds 0 1 2          # the study, 2 CPU cores
+    python experiments/study.py --scale gpu --seeds 0 1 2          # larger, when a GPU is lent
+    python experiments/study.py --scale toy --seeds 0              # smoke check of the plumbing
 
 Arms (same backbone, steps, batch, image size, learning rate):
     moco-none           MoCo v2, two augmentations of one crop (instance discrimination)
     moco-tracker        MoCo v2, two crops of one track 5-150 frames apart (Region Tracker)
     moco-transitive     MoCo v2, transitive pairs (intra + inter variation at once)
     triplet-transitive  triplet ranking loss on transitive pairs (Wang, He, Gupta 2017)
-
-Training and evaluation use two work directories mined from disjoint videos: the derived
-sources (none, tracker) read every crop of a work directory, so held-out tracks living
-beside the training crops would leak into two of the four arms.
+Floors: an untrained network (one per seed), a colour histogram, raw 8x8 pixels and the
+hand-crafted descriptor.
 
 Every stage leaves its result under --out and is skipped when run again, so a run cut short
 (by --deadline-min or a lost machine) continues where it stopped with the same command.
-Results: <out>/results.md and <out>/results.json.
+Results: <out>/results.md, <out>/results.json and <out>/ris_top10.png. docs/study.md has
+the protocol and the published results.
 """
 from __future__ import annotations
 
@@ -45,27 +47,26 @@ ARMS = {
     "moco-transitive": ("moco", "transitive:1"),
     "triplet-transitive": ("triplet", "transitive:1"),
 }
-# box and cup turn real objects in 3D: the only real viewpoint change in the sample data,
-# so they are held out for evaluation; the two Megamind clips are mined for training.
-HELDOUT_REAL = ("box.mp4", "cup.mp4")
+FLOOR_NAMES = ("untrained resnet18", "colour-histogram (floor)", "raw-pixels (floor)",
+               "handcrafted (floor)")
 PRESETS = {
-    # A CPU smoke check of the plumbing: says nothing about the claim.
-    "toy": dict(synth_train=4, synth_heldout=2, steps=6, bootstrap_steps=4, batch_size=8,
-                image_size=32, moco_queue=64, warmup_steps=0, workers=0,
-                mine_workers=2, variants=3, eval_batch=64, max_tracks=300),
-    # ResNet-18 at 112 px on one H100; 14-27 crops and 2-3 tracks per synthetic video (CPU
-    # measurement), so ~11k-21k training crops. 1000 steps x 256 pairs is a guess at a few
-    # minutes per run (the issue allows 10): every run's wall time lands in the results.
-    # The queue stays well under the crop count so it rarely holds the anchor's own
-    # instance as a negative.
-    "gpu": dict(synth_train=800, synth_heldout=100, steps=1000, bootstrap_steps=500,
-                batch_size=256, image_size=112, moco_queue=2048, warmup_steps=100,
-                workers=8, mine_workers=min(14, os.cpu_count() or 1), variants=8,
-                eval_batch=512, max_tracks=1000),
+    # A smoke check of the plumbing: says nothing about the claim.
+    "toy": dict(synth_train=4, objects_per_category=3, steps=4, bootstrap_steps=4,
+                batch_size=8, image_size=32, lr=0.3, warmup_steps=0, workers=0,
+                mine_workers=2, eval_batch=64, cpu_augment="batched"),
+    # 2 CPU cores, <= 150 min in all (docs/study.md: how the budget was measured and chosen).
+    "cpu": dict(synth_train=200, objects_per_category=8, steps=500, bootstrap_steps=300,
+                batch_size=64, image_size=32, lr=0.3, warmup_steps=30, workers=1,
+                mine_workers=2, eval_batch=256, cpu_augment="batched"),
+    # One H100: more data, longer runs, larger images (not yet measured).
+    "gpu": dict(synth_train=1600, objects_per_category=12, steps=4000, bootstrap_steps=1000,
+                batch_size=256, image_size=64, lr=0.3, warmup_steps=100, workers=8,
+                mine_workers=min(14, os.cpu_count() or 1), eval_batch=512, cpu_augment="v2"),
 }
 # Longer tracks, every sampled frame kept, 12 fps: ~3x the crops of the defaults per video.
 MINING = ["--sample-fps", "12", "--track-span", "60", "--crop-stride", "1", "--stable-s", "0",
           "--sheet", "none"]
+KEEP_IF_COLOUR_AT_MOST = 60.0   # a set is kept for claims when the colour histogram scores <= this
 
 
 class OutOfTime(Exception):
@@ -115,8 +116,8 @@ class Cli:
         """``n`` synthetic videos from up to ``parallel`` generator calls with distinct seeds
         (one generator call is one process)."""
         chunks = [c for c in np.array_split(np.arange(n), max(1, min(parallel, n))) if len(c)]
-        specs = [["synth", str(folder), "--videos", str(len(c)), "--seed", str(base_seed + i)]
-                 for i, c in enumerate(chunks)]
+        specs = [["synth", str(folder), "--videos", str(len(c)), "--seed", str(base_seed + i),
+                  "--kind", "solids", "--pool", "train"] for i, c in enumerate(chunks)]
         if self.in_process:
             for argv in specs:
                 self("vidmine-mine", *argv)
@@ -135,6 +136,7 @@ class Stages:
         self.dir = out / "state"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.t0, self.deadline_s = time.perf_counter(), deadline_s
+        self.ran = 0   # stages this invocation ran (results are rewritten only after some)
 
     def run(self, name: str, fn) -> dict:
         path = self.dir / f"{name}.json"
@@ -147,30 +149,25 @@ class Stages:
         result = fn()
         result["wall_s"] = round(time.perf_counter() - t, 1)
         path.write_text(json.dumps(result, indent=2))
+        self.ran += 1
         return result
 
 
 # -- data ------------------------------------------------------------------------------------
 
-def prepare_videos(cli: Cli, out: Path, real_dir: Path | None, n_train: int, n_heldout: int,
-                   parallel: int) -> dict:
-    # mining.synthetic cuts object and background textures from these photos when they
-    # exist (procedural patterns otherwise): recorded, since it changes what is learned.
+def prepare_data(cli: Cli, out: Path, p: dict) -> dict:
+    """Training videos of solids from the train pool, and the invariance sets rendered from
+    held-out solids (the other pool: no training video contains them)."""
     photos = ROOT.parent / "shared" / "data" / "images"
-    listing: dict = {"texture_photos": len(list(photos.glob("*.jpg")))}
-    for split, n, seed in (("train", n_train, 100), ("heldout", n_heldout, 500)):
-        folder = out / "videos" / split
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        real = []
-        if real_dir is not None and real_dir.is_dir():
-            for video in sorted(v for v in real_dir.iterdir() if v.is_file()):
-                if (video.name in HELDOUT_REAL) == (split == "heldout"):
-                    shutil.copy2(video, folder / video.name)
-                    real.append(video.name)
-        cli.synth(folder, n, seed, parallel)
-        listing[split] = {"real": real, "synthetic": n}
-    return listing
+    videos = out / "videos"
+    shutil.rmtree(videos, ignore_errors=True)
+    videos.mkdir(parents=True)
+    cli.synth(videos, p["synth_train"], 100, p["mine_workers"])
+    manifest = cli("vidmine-mine", "synth-sets", out / "sets", "--objects-per-category",
+                   p["objects_per_category"], "--json")
+    # textures are cut from these photos when they exist (procedural patterns otherwise)
+    return {"texture_photos": len(list(photos.glob("*.jpg"))), "videos": p["synth_train"],
+            "sets": manifest["kinds"], "retrieval": manifest["retrieval"]}
 
 
 def mine(cli: Cli, videos: Path, work: Path, workers: int, tracker: str) -> dict:
@@ -187,23 +184,24 @@ def mine(cli: Cli, videos: Path, work: Path, workers: int, tracker: str) -> dict
 
 def graph(cli: Cli, work: Path, p: dict, model: str | None = None) -> dict:
     net = ["--embedding-model", model, "--image-size", p["image_size"]] if model else []
-    cli("vidmine-graph", "embed", "--workdir", work, *net, "--json")
-    # No val split: the held-out tracks live in their own work directory.
+    # No val split: the held-out objects are the rendered sets.
     cli("vidmine-graph", "build", "--workdir", work, "--val-fraction", 0,
         *(["--rebuild"] if model else []), *net, "--json")
     stats = cli("vidmine-graph", "stats", "--workdir", work, "--json")
     sources = cli("vidmine-train", "sources", "--workdir", work, "--json")
     return {"edges": stats.get("edges"), "pairs": sources["pairs"],
-            "clustered_crops": sources["clustered_crops"]}
+            "clustered_crops": sources["clustered_crops"],
+            "pair_quality": stats.get("pair_quality")}
 
 
 def train(cli: Cli, work: Path, run_dir: Path, objective: str, positives: str, steps: int,
           seed: int, p: dict) -> dict:
     args = ["train", "--workdir", work, "--out", run_dir, "--objective", objective,
             "--positives", positives, "--backbone", "resnet18", "--steps", steps,
-            "--batch-size", p["batch_size"], "--image-size", p["image_size"],
-            "--warmup-steps", p["warmup_steps"], "--moco-queue", p["moco_queue"],
-            "--workers", p["workers"], "--seed", seed, "--checkpoint-every", 250, "--json"]
+            "--batch-size", p["batch_size"], "--image-size", p["image_size"], "--lr", p["lr"],
+            "--warmup-steps", p["warmup_steps"], "--workers", p["workers"], "--seed", seed,
+            "--cpu-augment", p["cpu_augment"],
+            "--checkpoint-every", 250, "--json"]
     if (run_dir / "last.pt").is_file():
         args.append("--resume")  # a run cut short continues its own schedule
     summary = cli("vidmine-train", *args)
@@ -212,16 +210,17 @@ def train(cli: Cli, work: Path, run_dir: Path, objective: str, positives: str, s
     losses = [row.split(",")[1] for row in (run_dir / "log.csv").read_text().splitlines()[1:]]
     return {"checkpoint": str(run_dir / "final.pt"), "device": summary["device"],
             "pairs_per_s": round(summary["pairs_per_s"], 1), "pairs": summary["pairs"],
-            "final_loss": float(losses[-1]) if losses else None}
+            "moco": summary.get("moco"), "final_loss": float(losses[-1]) if losses else None}
 
 
-def evaluate(cli: Cli, kind: str, work: Path, checkpoints: list[str], out: Path, p: dict,
-             ris_sets: list[str], untrained: bool) -> dict:
-    args = [kind, "--workdir", work, "--size", p["image_size"], "--batch-size", p["eval_batch"],
-            "--out", out, "--max-tracks", p["max_tracks"], "--seed", 0, "--json",
-            "--untrained" if untrained else "--no-untrained"]
-    if kind == "ris":
-        args += ["--variants", p["variants"], "--sets", *ris_sets]
+def evaluate(cli: Cli, kind: str, sets: Path, checkpoints: list[str], out: Path, p: dict,
+             seed: int | None) -> dict:
+    """RIS or retrieval on the rendered sets: the checkpoints and an untrained network of
+    init ``seed``, or, with ``seed`` None, the descriptor floors alone."""
+    args = [kind, "--workdir", out / "work", "--size", p["image_size"], "--batch-size",
+            p["eval_batch"], "--out", out, "--json"]
+    args += ["--sets", f"rendered:{sets}"] if kind == "ris" else ["--data", sets]
+    args += ["--no-untrained"] if seed is None else ["--untrained", "--seed", seed, "--floors", ""]
     for ckpt in checkpoints:
         args += ["--checkpoint", ckpt]
     return cli("vidmine-eval", *args)
@@ -230,46 +229,69 @@ def evaluate(cli: Cli, kind: str, work: Path, checkpoints: list[str], out: Path,
 # -- results ---------------------------------------------------------------------------------
 
 def arm_of(model: str) -> str:
-    """'moco-none-s2/final' -> 'moco-none'; the untrained floor keeps its name."""
+    """'moco-none-s2/final' -> 'moco-none'; floors keep their names."""
     m = re.fullmatch(r"(.+)-s\d+/final", model)
     return m.group(1) if m else model
 
 
+def stats(values: list[float]) -> tuple[float, float | None]:
+    v = np.asarray(values, float)
+    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else None)
+
+
 def cell(values: list[float], scale: float = 1.0) -> str:
-    v = np.asarray(values, float) * scale
-    return f"{v[0]:.2f}" if len(v) == 1 else f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
+    mean, sd = stats([x * scale for x in values])
+    return f"{mean:.1f}" if sd is None else f"{mean:.1f} ± {sd:.1f}"
 
 
-def aggregate(ris: dict, retrieval: dict) -> tuple[dict, list[str]]:
-    """Per arm and measure, the values over seeds; and the markdown tables."""
+def collect(ris: list[dict], retrieval: list[dict]) -> dict[str, dict[str, list[float]]]:
+    """arm or floor -> measure -> values over seeds ('viewpoint (rendered) top10', 'mAP')."""
     values: dict[str, dict[str, list[float]]] = {}
-    ks = [k for k in ris["results"][0] if re.fullmatch(r"top\d+", k)]
-    invariances = list(dict.fromkeys(r["invariance"] for r in ris["results"]))
-    for r in ris["results"]:
-        for k in ks:
+    for r in ris:
+        for k in ("top10", "top25"):
             values.setdefault(arm_of(r["model"]), {}).setdefault(
                 f"{r['invariance']} {k}", []).append(r[k])
-    for r in retrieval["results"]:
-        for m in ("recall@1", "recall@5", "mAP"):
+    for r in retrieval:
+        for m in ("recall@1", "mAP"):
             values.setdefault(arm_of(r["model"]), {}).setdefault(m, []).append(r[m])
-    arms = [a for a in ARMS if a in values] + [a for a in values if a not in ARMS]
+    return values
+
+
+def claims(values: dict, sets: list[str], arms: list[str]) -> list[str]:
+    """The papers' directions checked on the numbers, each with its evidence."""
+    def mean(row, col):
+        return stats(values[row][col])[0] if col in values.get(row, {}) else float("nan")
+
+    def beats(a, b, col) -> bool:
+        (ma, sa), (mb, sb) = stats(values[a][col]), stats(values[b][col])
+        return ma - mb > 2 * max(sa or 0.0, sb or 0.0)
+
     lines = []
-    for k in ks:
-        lines += [f"Top-{k[3:]} RIS:", "", "| arm | seeds | " + " | ".join(invariances) + " |",
-                  "| --- " * (2 + len(invariances)) + "|"]
-        lines += [f"| {a} | {len(values[a]['mAP'])} | "
-                  + " | ".join(cell(values[a][f"{inv} {k}"]) for inv in invariances) + " |"
-                  for a in arms]
-        lines.append("")
-    lines += [f"Retrieval on {retrieval['tracks']} held-out tracks (x100):", "",
-              "| arm | seeds | recall@1 | recall@5 | mAP |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {a} | {len(values[a]['mAP'])} | "
-              + " | ".join(cell(values[a][m], 100) for m in ("recall@1", "recall@5", "mAP")) + " |"
-              for a in arms]
-    summary = {a: {m: {"mean": float(np.mean(v)),
-                       "std": float(np.std(v, ddof=1)) if len(v) > 1 else None, "values": v}
-                   for m, v in cols.items()} for a, cols in values.items()}
-    return summary, lines
+    for inv in sets:
+        col = f"{inv} top10"
+        colour = mean("colour-histogram (floor)", col)
+        kept = colour <= KEEP_IF_COLOUR_AT_MOST
+        lines.append(f"- **{inv}**: colour histogram {colour:.1f} Top-10 "
+                     f"({'kept' if kept else 'not kept'}: the criterion is <= "
+                     f"{KEEP_IF_COLOUR_AT_MOST:.0f}).")
+        floors = [f for f in FLOOR_NAMES if col in values.get(f, {})]
+        for arm in arms:
+            lost = [f for f in floors if not beats(arm, f, col)]
+            lines.append(f"  - {arm} above every floor by more than 2 sd: "
+                         + ("yes" if not lost else "no (not above " + ", ".join(lost) + ")"))
+    present = [a for a in arms if a != "moco-none"]
+    for inv, direction in (("viewpoint (rendered)", "above"), ("instance (rendered)", "above"),
+                           ("occlusion (rendered)", "level")):
+        col = f"{inv} top10"
+        if "moco-none" not in values or col not in values["moco-none"]:
+            continue
+        none = mean("moco-none", col)
+        for arm in present:
+            diff = mean(arm, col) - none
+            ok = diff > 0 if direction == "above" else diff <= 2 * (stats(values[arm][col])[1] or 0)
+            want = "above moco-none" if direction == "above" else "not above moco-none"
+            lines.append(f"- {inv}: {arm} {want}: {'yes' if ok else 'no'} ({diff:+.1f})")
+    return lines
 
 
 def device_name() -> str:
@@ -286,53 +308,79 @@ def git_commit() -> str:
     return proc.stdout.strip() or "unknown"
 
 
-def write_results(out: Path, args, p: dict, state: dict, ris: dict, retrieval: dict) -> None:
-    summary, tables = aggregate(ris, retrieval)
+def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
+                  retrieval: list[dict]) -> None:
+    from vidmine.evaluation.report import bar_chart
+    values = collect(ris, retrieval)
     command = shlex.join(["python", "experiments/study.py", *args.argv])
-    walls = {k: v["wall_s"] for k, v in state.items()}
-    data = {split: {**state["data"][split], **{k: state[f"mine-{split}"][k]
-                                               for k in ("crops", "tracks", "frames")},
-                    "videos_mined": state[f"mine-{split}"]["videos"]["done"],
-                    "videos_failed": state[f"mine-{split}"]["videos"]["failed"]}
-            for split in ("train", "heldout")}
-    pairs = state["graph-bootstrap"]["pairs"]
-    seeds = sorted({int(m.group(1)) for r in ris["results"]
+    sets = list(dict.fromkeys(r["invariance"] for r in ris))
+    seeds = sorted({int(m.group(1)) for r in ris
                     if (m := re.fullmatch(r".+-s(\d+)/final", r["model"]))})
-    trained = {k: v for k, v in state.items() if k.startswith("train-")}
+    rows = [a for a in args.arms if a in values] + [f for f in FLOOR_NAMES if f in values]
     md = [f"# vidmine study ({args.scale} preset)", ""]
     if args.scale == "toy":
-        md += ["**CPU smoke check of the plumbing: these numbers say nothing about the "
-               "claim.**", ""]
+        md += ["**Smoke check of the plumbing: these numbers say nothing about the claim.**", ""]
+    mined = state["mine-train"]
     md += [f"Command: `{command}` (commit {git_commit()})", "", f"Device: {device_name()}", "",
            f"Budget per arm: ResNet-18, {p['steps']} steps x {p['batch_size']} pairs at "
-           f"{p['image_size']} px, MoCo queue {p['moco_queue']}; bootstrap intra network "
-           f"{p['bootstrap_steps']} steps; seeds evaluated {' '.join(map(str, seeds))} "
-           f"(asked: {' '.join(map(str, args.seeds))}); mining tracker {args.tracker}; "
-           f"synthetic objects textured from {state['data']['texture_photos']} photos "
-           "(0: procedural textures).", "",
-           "| data | videos mined (failed) | synthetic | real | tracks | crops |",
-           "| --- | --- | --- | --- | --- | --- |"]
-    md += [f"| {split} | {d['videos_mined']} ({d['videos_failed']}) | {d['synthetic']} | "
-           f"{', '.join(d['real']) or 'none'} | {d['tracks']} | {d['crops']} |"
-           for split, d in data.items()]
-    md += ["", "Training pairs per source (graph after the bootstrap): "
-           + ", ".join(f"{k} {v}" for k, v in pairs.items()) + ".", "",
-           "Mean ± sample std over seeds. Viewpoint sets are held-out tracks; '[synthetic]' "
-           "sets are held-out crops under drawn occluders or colour casts.", "", *tables, "",
-           "Training throughput (pairs/s): " + ", ".join(
+           f"{p['image_size']} px, lr {p['lr']}; bootstrap triplet network on intra pairs "
+           f"{p['bootstrap_steps']} steps; seeds {' '.join(map(str, seeds))} (asked: "
+           f"{' '.join(map(str, args.seeds))}); mining tracker {args.tracker}.", "",
+           f"Training data: {state['data']['videos']} rendered videos of solids (train pool; "
+           f"textures from {state['data']['texture_photos']} photos, 0: procedural only): "
+           f"{mined['videos']['done']} mined, {mined['tracks']} tracks, {mined['crops']} crops. "
+           "Pairs per source after the bootstrap: "
+           + ", ".join(f"{k} {v}" for k, v in state["graph-bootstrap"]["pairs"].items()) + ".",
+           "", "Pair quality against the rendered ground truth (share right; vidmine-graph "
+           "stats):", "", "| graph | intra pairs on one instance | inter edges on one category "
+           "| inter edges on one instance | transitive pairs on one category |",
+           "| --- | --- | --- | --- | --- |"]
+    for stage, label in (("graph-handcrafted", "hand-crafted descriptor"),
+                         ("graph-bootstrap", "bootstrap network")):
+        q = state[stage].get("pair_quality") or {}
+        md.append(f"| {label} | " + " | ".join(
+            f"{q[k]['right']} of {q[k]['scored']}" if q.get(k) else "-" for k in (
+                "intra_pairs_one_instance", "inter_edges_one_category", "inter_edges_one_instance",
+                "transitive_pairs_one_category")) + " |")
+    md += ["", "Evaluation: held-out rendered objects (none in any training video). Mean ± "
+           "sample sd over seeds; floors that learn nothing are deterministic, but the "
+           "untrained network has one initialisation per seed.", ""]
+    for k in ("top10", "top25"):
+        md += [f"Top-{k[3:]} RIS:", "", "| features | " + " | ".join(sets) + " |",
+               "| --- " * (1 + len(sets)) + "|"]
+        md += [f"| {a} | " + " | ".join(cell(values[a].get(f"{s} {k}", [float('nan')]))
+                                        for s in sets) + " |" for a in rows]
+        md.append("")
+    md += ["Object retrieval across renders (x100; relevant: the same held-out object in "
+           "another render):", "", "| features | recall@1 | mAP |", "| --- | --- | --- |"]
+    md += [f"| {a} | {cell(values[a]['recall@1'], 100)} | {cell(values[a]['mAP'], 100)} |"
+           for a in rows if "mAP" in values[a]]
+    md += ["", "What the numbers say (computed):", "", *claims(values, sets, [
+        a for a in args.arms if a in values]), ""]
+    trained = {k: v for k, v in state.items() if k.startswith("train-")}
+    md += ["Training throughput (pairs/s): " + ", ".join(
                f"{k[6:]} {v['pairs_per_s']}" for k, v in trained.items()) + ".", "",
-           "Wall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in walls.items()) + "."]
+           "Wall time per stage (s): " + ", ".join(
+               f"{k} {v['wall_s']}" for k, v in state.items() if "wall_s" in v) + ".",
+           f"Total: {sum(v.get('wall_s', 0) for v in state.values()) / 60:.1f} min."]
+    chart = {s: {a: stats(values[a][f"{s} top10"])[0] for a in rows if f"{s} top10" in values[a]}
+             for s in sets}
+    errors = {s: {a: stats(values[a][f"{s} top10"])[1] or 0.0 for a in rows
+                  if f"{s} top10" in values[a]} for s in sets}
+    bar_chart(chart, "Top-10 RIS on held-out rendered objects (mean ± sd over seeds)", "RIS",
+              out / "ris_top10.png", errors=errors)
     (out / "results.md").write_text("\n".join(md) + "\n")
     (out / "results.json").write_text(json.dumps(
         {"command": command, "commit": git_commit(), "scale": args.scale, "preset": p,
-         "seeds": seeds, "device": device_name(), "data": data, "stages": state,
-         "summary": summary, "ris": ris["results"], "retrieval": retrieval["results"],
-         "retrieval_tracks": retrieval["tracks"]}, indent=2))
+         "seeds": seeds, "device": device_name(), "stages": state,
+         "summary": {a: {m: {"mean": stats(v)[0], "sd": stats(v)[1], "values": v}
+                         for m, v in cols.items()} for a, cols in values.items()},
+         "ris": ris, "retrieval": retrieval}, indent=2))
 
 
 # -- the study -------------------------------------------------------------------------------
 
-OVERRIDABLE = ("synth_train", "synth_heldout", "steps", "bootstrap_steps", "batch_size",
+OVERRIDABLE = ("synth_train", "objects_per_category", "steps", "bootstrap_steps", "batch_size",
                "image_size")
 
 
@@ -343,27 +391,28 @@ def run_study(args) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cli = Cli(out / "study.log", in_process=args.in_process)
     stages = Stages(out, None if args.deadline_min is None else args.deadline_min * 60)
-    train_work, heldout_work = out / "work-train", out / "work-heldout"
-    real = None if args.real_videos == "none" else Path(args.real_videos)
+    work, sets = out / "work", out / "sets"
 
-    state = {"data": stages.run("data", lambda: prepare_videos(
-        cli, out, real, p["synth_train"], p["synth_heldout"], p["mine_workers"]))}
-    for split, work in (("train", train_work), ("heldout", heldout_work)):
-        state[f"mine-{split}"] = stages.run(f"mine-{split}", lambda s=split, w=work: mine(
-            cli, out / "videos" / s, w, p["mine_workers"], args.tracker))
+    state = {"data": stages.run("data", lambda: prepare_data(cli, out, p))}
+    state["mine-train"] = stages.run("mine-train", lambda: mine(
+        cli, out / "videos", work, p["mine_workers"], args.tracker))
     # The paper's bootstrap: a network trained on tracking (intra pairs) replaces the
     # hand-crafted descriptor for clustering, so inter edges and transitive pairs are its.
-    state["graph-handcrafted"] = stages.run("graph-handcrafted", lambda: graph(cli, train_work, p))
+    state["graph-handcrafted"] = stages.run("graph-handcrafted", lambda: graph(cli, work, p))
     boot = out / "runs" / "bootstrap-intra"
     state["train-bootstrap"] = stages.run("train-bootstrap", lambda: train(
-        cli, train_work, boot, "triplet", "intra:1", p["bootstrap_steps"], 0, p))
+        cli, work, boot, "triplet", "intra:1", p["bootstrap_steps"], 0, p))
     state["graph-bootstrap"] = stages.run("graph-bootstrap", lambda: graph(
-        cli, train_work, p, model=str(boot / "final.pt")))
+        cli, work, p, model=str(boot / "final.pt")))
+    ris, retrieval = [], []
+    for kind, acc in (("ris", ris), ("retrieval", retrieval)):
+        result = stages.run(f"floors-{kind}", lambda k=kind: evaluate(
+            cli, k, sets, [], out / "eval" / f"floors-{k}", p, None))
+        state[f"floors-{kind}"] = {"wall_s": result["wall_s"]}
+        acc += result["results"]
 
     # Each seed is evaluated once its arms are trained, and the table rewritten, so a study
-    # cut short still reports the seeds it finished. The sets are drawn with one fixed seed:
-    # every network of every seed is measured on the same images.
-    ris, retrieval = {"results": []}, {"results": []}
+    # cut short still reports the seeds it finished.
     tag = "+".join(args.arms)
     for seed in args.seeds:
         checkpoints = []
@@ -371,17 +420,15 @@ def run_study(args) -> Path:
             objective, positives = ARMS[arm]
             key, run_dir = f"train-{arm}-s{seed}", out / "runs" / f"{arm}-s{seed}"
             state[key] = stages.run(key, lambda r=run_dir, o=objective, ps=positives, s=seed:
-                                    train(cli, train_work, r, o, ps, p["steps"], s, p))
+                                    train(cli, work, r, o, ps, p["steps"], s, p))
             checkpoints.append(state[key]["checkpoint"])
-        floor = seed == args.seeds[0]  # the untrained network once, not once per seed
         for kind, acc in (("ris", ris), ("retrieval", retrieval)):
-            key = f"eval-{kind}-{tag}-s{seed}"
-            result = stages.run(key, lambda k=kind, c=checkpoints, s=seed, f=floor: evaluate(
-                cli, k, heldout_work, c, out / "eval" / f"{k}-s{s}", p, args.sets, f))
+            result = stages.run(f"eval-{kind}-{tag}-s{seed}", lambda k=kind, c=checkpoints, s=seed:
+                                evaluate(cli, k, sets, c, out / "eval" / f"{k}-s{s}", p, s))
             state[f"eval-{kind}-s{seed}"] = {"wall_s": result["wall_s"]}
-            acc["results"] += result["results"]
-            acc["tracks"] = result.get("tracks")
-        write_results(out, args, p, state, ris, retrieval)
+            acc += result["results"]
+        if stages.ran or not (out / "results.md").is_file():
+            write_results(out, args, p, state, ris, retrieval)
     return out
 
 
@@ -392,13 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     parser.add_argument("--out", help="output folder (default vidmine-data/study-<scale>)")
-    parser.add_argument("--real-videos", default=str(ROOT.parent / "shared" / "data" / "videos"),
-                        help="folder of the sample videos; 'none' for synthetic videos only")
     parser.add_argument("--tracker", default="kcf",
                         help="mining tracker: kcf needs opencv-contrib; mil is in plain OpenCV")
-    parser.add_argument("--sets", nargs="+", default=["store"],
-                        help="RIS sets for vidmine-eval ris --sets; add e.g. "
-                             "pascal3d-instance:DIR for instance invariance")
     parser.add_argument("--deadline-min", type=float, default=None,
                         help="start no new stage after this many minutes (run again to go on)")
     parser.add_argument("--in-process", action="store_true",

@@ -29,7 +29,7 @@ from vidmine.storage.store import Store
 
 from . import cluster as clustering
 from .config import GraphConfig
-from .embed import HANDCRAFTED, embed, load_embeddings
+from .embed import HANDCRAFTED, checkpoint_of, embed, load_embeddings
 from .pairs import (
     INTRA,
     cap_degree,
@@ -149,14 +149,15 @@ def _labels(cfg: GraphConfig, x: np.ndarray, old: np.ndarray, new: np.ndarray,
 
 
 def embeddings_for(store: Store, cfg: GraphConfig, nodes: np.ndarray, progress: bool = False):
-    """The newest embedding sets, covering every node: crops they lack are embedded first
-    with the same model, or, on a store never embedded, with ``cfg.embedding_model`` (the
-    hand-crafted descriptor by default)."""
-    emb = load_embeddings(store)
+    """Embeddings covering every node. A checkpoint given as ``cfg.embedding_model``: its
+    sets. Otherwise the newest sets (of whatever model), or, on a store never embedded, the
+    hand-crafted descriptor's. Crops the chosen sets lack are embedded first with their model."""
+    checkpoint = checkpoint_of(cfg)
+    emb = load_embeddings(store, checkpoint=checkpoint)
     if emb is None or (emb.rows_of(nodes) < 0).any():
         model = cfg.embedding_model if emb is None else (emb.checkpoint or HANDCRAFTED)
         embed(store, dataclasses.replace(cfg, embedding_model=model), progress=progress)
-        emb = load_embeddings(store)
+        emb = load_embeddings(store, checkpoint=checkpoint)
     return emb
 
 

@@ -49,11 +49,18 @@ class NetworkEmbedder:
                                          self.device))
 
 
+def checkpoint_of(cfg: GraphConfig) -> str | None:
+    """The checkpoint path ``cfg.embedding_model`` names, resolved; None for the descriptor."""
+    if cfg.embedding_model == HANDCRAFTED:
+        return None
+    return str(Path(cfg.embedding_model).expanduser().resolve())
+
+
 def make_embedder(cfg: GraphConfig):
     """(function images -> vectors, model name, checkpoint path or None)."""
     if cfg.embedding_model == HANDCRAFTED:
         return handcrafted_descriptor, HANDCRAFTED, None
-    path = Path(cfg.embedding_model).expanduser().resolve()
+    path = Path(checkpoint_of(cfg))
     if not path.is_file():
         raise UsageError(f"embedding model is neither 'handcrafted' nor a checkpoint file: "
                          f"{cfg.embedding_model}")
@@ -77,11 +84,14 @@ class Embeddings:
 def load_embeddings(store: Store, model: str | None = None,
                     checkpoint: str | None = None) -> Embeddings | None:
     """The joined embedding sets of one model + checkpoint (default: those of the newest
-    set); None when there is no such set. A crop embedded twice keeps its newest vector."""
+    set; ``model`` None with a ``checkpoint``: that checkpoint's); None when there is no
+    such set. A crop embedded twice keeps its newest vector."""
     with store.index.read() as conn:
         sets = conn.execute(select(embedding_sets).order_by(embedding_sets.c.id)).mappings().all()
     if model is not None:
         sets = [s for s in sets if s["model"] == model and s["checkpoint"] == checkpoint]
+    elif checkpoint is not None:
+        sets = [s for s in sets if s["checkpoint"] == checkpoint]
     if not sets:
         return None
     newest = sets[-1]

@@ -29,6 +29,12 @@ from vidmine.storage.ingest import VideoResult
 DEFAULT_IMAGES = Path(os.environ.get(
     "VIDMINE_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")) / "images"
 KINDS = ("flat", "solids")
+# One material per solid, each face's hue turned up to this far (OpenCV units, 0-180) from
+# the solid's own: a colour histogram then sees a different palette from each side, as it
+# would on a real painted object, and cannot name the object from colour alone
+# (docs/study.md: the floors under each choice measured).
+FACE_HUE_SPREAD = 90
+PHOTO_SHARE = 0.6   # solids textured from a photo; the rest procedural
 
 
 @dataclass
@@ -78,12 +84,20 @@ def write_h264(path: str | Path, frames: Iterable[np.ndarray], fps: int) -> None
                 container.mux(packet)
 
 
-def _texture(rng: np.random.Generator, photos: list[Path], h: int, w: int) -> np.ndarray:
-    """An RGB texture of size (h, w): a random part of a photo, or a procedural pattern."""
+def _texture(rng: np.random.Generator, photos: list[Path], h: int, w: int,
+             zoom: tuple[float, float] | None = None) -> np.ndarray:
+    """An RGB texture of size (h, w): a random part of a photo, or a procedural pattern.
+    With ``zoom`` the part is a random region magnified that much beyond covering (h, w),
+    so one photo gives many different-looking textures."""
     if photos:
         img = cv2.imread(str(photos[rng.integers(len(photos))]), cv2.IMREAD_COLOR)
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         ih, iw = img.shape[:2]
+        if zoom is not None:
+            scale = max(h / ih, w / iw) * rng.uniform(*zoom)
+            rh, rw = min(ih, int(np.ceil(h / scale))), min(iw, int(np.ceil(w / scale)))
+            y, x = rng.integers(0, ih - rh + 1), rng.integers(0, iw - rw + 1)
+            return cv2.resize(img[y:y + rh, x:x + rw], (w, h), interpolation=cv2.INTER_LINEAR)
         scale = max(h / ih, w / iw) * rng.uniform(1.0, 1.6)
         img = cv2.resize(img, (int(np.ceil(iw * scale)), int(np.ceil(ih * scale))))
         y = rng.integers(0, img.shape[0] - h + 1)
@@ -99,12 +113,14 @@ def _texture(rng: np.random.Generator, photos: list[Path], h: int, w: int) -> np
     return np.clip(out + noise + rng.uniform(60, 200, 3), 0, 255).astype(np.uint8)
 
 
-def turn_hue(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``rgb`` with its hue turned by a random angle and its saturation scaled, so textures
-    cut from one photo still differ in colour."""
+def turn_hue(rgb: np.ndarray, rng: np.random.Generator, turn: int | None = None,
+             saturation: float | None = None) -> np.ndarray:
+    """``rgb`` with its hue turned (by ``turn`` in OpenCV's 0-180 units, random when None)
+    and its saturation scaled, so textures cut from one photo still differ in colour."""
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).astype(np.int32)
-    hsv[..., 0] = (hsv[..., 0] + int(rng.integers(180))) % 180
-    hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.9, 1.6) + 25, 0, 255)
+    hsv[..., 0] = (hsv[..., 0] + (int(rng.integers(180)) if turn is None else turn)) % 180
+    gain = rng.uniform(0.9, 1.6) if saturation is None else saturation
+    hsv[..., 1] = np.clip(hsv[..., 1] * gain + 25, 0, 255)
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
 
 
@@ -127,13 +143,15 @@ def texture_source(images_dir: Path | None = None, pool: str = "all", side: int 
     photos = photo_pool(images_dir, pool)
 
     def textures(rng: np.random.Generator, n: int) -> list[np.ndarray]:
-        source = photos if photos and rng.random() < 0.6 else []
-        material = _texture(rng, source, 3 * side, 3 * side)
+        source = photos if photos and rng.random() < PHOTO_SHARE else []
+        material = _texture(rng, source, 3 * side, 3 * side, zoom=(1.5, 5.0))
+        hue, saturation = int(rng.integers(180)), rng.uniform(0.9, 1.6)
         out = []
         for _ in range(n):
             y, x = rng.integers(0, 2 * side + 1, 2)
             face = np.rot90(material[y:y + side, x:x + side], int(rng.integers(4)))
-            out.append(turn_hue(np.ascontiguousarray(face), rng))
+            turn = hue + int(rng.integers(-FACE_HUE_SPREAD, FACE_HUE_SPREAD + 1))
+            out.append(turn_hue(np.ascontiguousarray(face), rng, turn, saturation))
         return out
     return textures
 

@@ -8,6 +8,7 @@ import json
 import pytest
 from sqlalchemy import select
 
+from vidmine.descriptors import FLOORS
 from vidmine.evaluation.cli import main as eval_main
 from vidmine.graph.cli import main as graph_main
 from vidmine.mining.cli import main as mine_main
@@ -69,5 +70,6 @@ def test_bootstrap_loop_end_to_end(tmp_path, capsys):
                                    "--checkpoint", str(intra / "final.pt"),
                                    "--checkpoint", str(transitive / "final.pt")]))
     assert {r["model"] for r in ris["results"]} == {"intra/final", "transitive/final",
-                                                    "untrained resnet18"}
+                                                    "untrained resnet18",
+                                                    *(f"{f} (floor)" for f in FLOORS)}
     assert _json(capsys, store_main(["verify", *w, "--json"]))["ok"] is True

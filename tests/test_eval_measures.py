@@ -14,6 +14,7 @@ from vidmine.evaluation import sets
 from vidmine.evaluation.cli import main as eval_main
 from vidmine.evaluation.probe import knn_accuracy, linear_probe_accuracy
 from vidmine.evaluation.retrieval import retrieval_metrics
+from vidmine.descriptors import FLOORS
 from vidmine.training.backbones import Trunk, save_backbone
 
 
@@ -123,7 +124,7 @@ def test_cli_compares_checkpoints_and_the_floor(tmp_path, shared_data, capsys):
     assert eval_main(["ris", *common, "--variants", "3", "--out", str(tmp_path / "r")]) == 0
     ris = json.loads(capsys.readouterr().out)
     models = {r["model"] for r in ris["results"]}
-    assert models == {"mine", "untrained resnet18"}
+    assert models == {"mine", "untrained resnet18", *(f"{f} (floor)" for f in FLOORS)}
     assert {r["invariance"] for r in ris["results"]} >= {"occlusion (held-out crops) [synthetic]"}
     assert all(0 <= r["top10"] <= 100 for r in ris["results"])
     assert all(Path(p).is_file() for p in ris["charts"])

@@ -23,20 +23,25 @@ def _study():
 def test_study_smoke(tmp_path, capsys):
     study = _study()
     out = tmp_path / "study"
-    argv = ["--scale", "toy", "--seeds", "0", "--out", str(out), "--real-videos", "none",
-            "--synth-train", "3", "--synth-heldout", "2", "--steps", "2",
-            "--bootstrap-steps", "2", "--in-process"]
+    argv = ["--scale", "toy", "--seeds", "0", "--out", str(out), "--synth-train", "4",
+            "--objects-per-category", "3", "--steps", "2", "--bootstrap-steps", "2",
+            "--in-process"]
     assert study.main(argv) == 0
     result = json.loads((out / "results.json").read_text())
 
-    assert result["data"]["train"]["crops"] > 0 and result["data"]["heldout"]["tracks"] >= 2
-    assert result["stages"]["graph-bootstrap"]["pairs"]["transitive"] > 0
-    arms = set(study.ARMS) | {"untrained resnet18"}
-    assert {study.arm_of(r["model"]) for r in result["ris"]} == arms
-    assert {study.arm_of(r["model"]) for r in result["retrieval"]} == arms
-    assert any("[synthetic]" in r["invariance"] for r in result["ris"])
+    stages = result["stages"]
+    assert stages["mine-train"]["crops"] > 0
+    assert stages["graph-bootstrap"]["pairs"]["transitive"] > 0
+    quality = stages["graph-handcrafted"]["pair_quality"]
+    assert quality["videos_with_truth"] == 4 and quality["intra_pairs_one_instance"]["scored"] > 0
+    rows = set(study.ARMS) | set(study.FLOOR_NAMES)
+    assert {study.arm_of(r["model"]) for r in result["ris"]} == rows
+    assert {study.arm_of(r["model"]) for r in result["retrieval"]} == rows
+    assert {r["invariance"] for r in result["ris"]} == {
+        f"{k} (rendered)" for k in ("viewpoint", "illumination", "occlusion", "instance")}
     table = (out / "results.md").read_text()
-    assert "CPU smoke check" in table and "| moco-tracker | 1 |" in table
+    assert "Smoke check" in table and "| moco-tracker | " in table and "| handcrafted (floor) |" in table
+    assert "above every floor by more than 2 sd" in table and (out / "ris_top10.png").is_file()
     assert all(0.0 <= r["mAP"] <= 1.0 for r in result["retrieval"])
 
     # The same command again: nothing is retrained (checkpoints untouched), same table.
