@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from vidmine.cli import add_command, command_parser, open_store, print_json, run_main, settings
-from vidmine.config import to_dict
+from vidmine.config import to_dict, validate
 from vidmine.descriptors import FLOORS
 from vidmine.errors import UsageError
 from vidmine.images import load_rgb
+from vidmine.text import safe_name, safe_text
 from vidmine.training.backbones import BACKBONES, load_backbone
 from vidmine.training.features import embed_images
 
@@ -31,20 +32,23 @@ from .ris import ris_score
 
 @dataclass
 class EvalConfig:
-    backbone: str = field(default="resnet18", metadata={
+    backbone: str = field(default="resnet18", metadata={"choices": tuple(BACKBONES),
         "help": "backbone of plain state dicts and of the untrained floor"})
-    size: int = field(default=112, metadata={"help": "input side in pixels"})
-    batch_size: int = field(default=64, metadata={"help": "images per forward pass"})
+    size: int = field(default=112, metadata={"min": 16, "help": "input side in pixels"})
+    batch_size: int = field(default=64, metadata={"above": 0, "help": "images per forward pass"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
-    k: list[int] = field(default_factory=lambda: [10, 25], metadata={"help": "Top-K of RIS"})
-    max_tracks: int = field(default=300, metadata={"help": "held-out tracks used"})
-    variants: int = field(default=8, metadata={"help": "synthetic variants per crop"})
-    knn_k: int = field(default=20, metadata={"help": "neighbours of the kNN probe"})
+    k: list[int] = field(default_factory=lambda: [10, 25], metadata={"above": 0, "help": "Top-K of RIS"})
+    max_tracks: int = field(default=300, metadata={"above": 0, "help": "held-out tracks used"})
+    variants: int = field(default=8, metadata={"above": 0, "help": "synthetic variants per crop"})
+    knn_k: int = field(default=20, metadata={"above": 0, "help": "neighbours of the kNN probe"})
     untrained: bool = field(default=True, metadata={"help": "add an untrained network as a floor"})
-    floors: list[str] = field(default_factory=lambda: list(FLOORS), metadata={
+    floors: list[str] = field(default_factory=lambda: list(FLOORS), metadata={"choices": tuple(FLOORS),
         "help": "descriptors that learn nothing, reported beside the networks: "
                 + ", ".join(FLOORS) + " (comma-separated; '' for none)"})
     seed: int = field(default=0, metadata={"help": "seed of set sampling and the floor's init"})
+
+    def __post_init__(self):
+        validate(self)
 
 
 Extractor = Callable[[list[np.ndarray]], np.ndarray]
@@ -107,12 +111,17 @@ def _out_dir(args) -> Path:
     return root / "reports" / f"eval-{args.command}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _print_report(table: str, out: Path, charts: list) -> None:
+    print(safe_text(f"{table}\n\nreport: {out / 'report.json'}\n"
+                    f"charts: {', '.join(map(str, charts))}"))
+
+
 def cmd_ris(args, cfg: EvalConfig) -> dict:
     models = _models(args, cfg)
     rows, charts = [], {f"top{k}": {} for k in cfg.k}
     for inv in _invariance_sets(args, cfg):
         if np.bincount(inv.set_ids).max(initial=0) < 3:
-            print(f"vidmine-eval: skipped {inv.label}: RIS needs a set of 3 or more images",
+            print(f"vidmine-eval: skipped {safe_name(inv.label)}: RIS needs a set of 3 or more images",
                   file=sys.stderr)
             continue
         images = [load_rgb(im) for im in inv.images]
@@ -130,9 +139,9 @@ def cmd_ris(args, cfg: EvalConfig) -> dict:
     result = {"command": "ris", "results": rows, "charts": pngs, "config": to_dict(cfg)}
     report.write_json(result, out / "report.json")
     if not args.json:
-        print(report.table(rows, ["invariance", "model", "images", "sets"] +
-                           [f"top{k}" for k in cfg.k], "Top-K Representation Invariance Score"))
-        print(f"\nreport: {out / 'report.json'}\ncharts: {', '.join(pngs)}")
+        _print_report(report.table(rows, ["invariance", "model", "images", "sets"] +
+                                   [f"top{k}" for k in cfg.k],
+                                   "Top-K Representation Invariance Score"), out, pngs)
     return result
 
 
@@ -148,9 +157,10 @@ def _retrieval_data(args, cfg: EvalConfig):
         if len(tracks) < 2:
             raise UsageError("need at least 2 held-out tracks with 3+ crops: mine more videos")
         ids = np.concatenate(list(tracks.values()))
-        by_id = store.load_crops(ids)
+        by_id = store.load_crops(ids, job="vidmine-eval")
     labels = np.concatenate([[t] * len(v) for t, v in tracks.items()])
-    return [by_id[int(i)] for i in ids], labels, None, \
+    readable = np.array([int(i) in by_id for i in ids], bool)
+    return [by_id[int(i)] for i in ids[readable]], labels[readable], None, \
         f"Instance retrieval on {len(tracks)} held-out tracks"
 
 
@@ -167,8 +177,8 @@ def cmd_retrieval(args, cfg: EvalConfig) -> dict:
               "charts": [str(png)], "config": to_dict(cfg)}
     report.write_json(result, out / "report.json")
     if not args.json:
-        print(report.table(rows, ["model", "queries", "recall@1", "recall@5", "mAP"], title))
-        print(f"\nreport: {out / 'report.json'}\nchart: {png}")
+        _print_report(report.table(rows, ["model", "queries", "recall@1", "recall@5", "mAP"],
+                                   title), out, [png])
     return result
 
 
@@ -191,10 +201,10 @@ def cmd_probe(args, cfg: EvalConfig) -> dict:
               "config": to_dict(cfg)}
     report.write_json(result, out / "report.json")
     if not args.json:
-        print(report.table(rows, ["model", "knn", "linear"],
-                           f"Probes: {len(data['classes'])} classes, "
-                           f"{len(data['train'][0])} train / {len(data['val'][0])} val images"))
-        print(f"\nreport: {out / 'report.json'}\nchart: {png}")
+        _print_report(report.table(rows, ["model", "knn", "linear"],
+                                   f"Probes: {len(data['classes'])} classes, "
+                                   f"{len(data['train'][0])} train / {len(data['val'][0])} val "
+                                   "images"), out, [png])
     return result
 
 
@@ -202,8 +212,6 @@ def _command(fn):
     """A command of this CLI: settings from flags and TOML, set errors as one line, --json."""
     def run(args) -> int:
         cfg = settings(args, EvalConfig, "evaluation")
-        if cfg.backbone not in BACKBONES:
-            raise UsageError(f"unknown backbone {cfg.backbone!r}; choose from {sorted(BACKBONES)}")
         try:
             result = fn(args, cfg)
         except ValueError as exc:  # sets and probes name what is wrong with the data

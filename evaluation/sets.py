@@ -262,7 +262,9 @@ def store_sets(store: Store, kinds: tuple[str, ...] = ("viewpoint", "occlusion",
     tracks = held_out_tracks(store, max_tracks=max_tracks, seed=seed)
     if len(tracks) < 2:
         raise ValueError("need at least 2 held-out tracks with 3+ crops: mine more videos")
-    images_by_id = store.load_crops(np.concatenate(list(tracks.values())))
+    images_by_id = store.load_crops(np.concatenate(list(tracks.values())), job="vidmine-eval")
+    tracks = {t: [i for i in ids if int(i) in images_by_id] for t, ids in tracks.items()}
+    tracks = {t: ids for t, ids in tracks.items() if len(ids) >= 3}
     rng = np.random.default_rng(seed)
     out = []
     for kind in kinds:

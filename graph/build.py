@@ -164,7 +164,6 @@ def embeddings_for(store: Store, cfg: GraphConfig, nodes: np.ndarray, progress: 
 def build(store: Store, cfg: GraphConfig, rebuild: bool = False, progress: bool = False) -> dict:
     """Add the crops mined since the last build to the graph (all crops with ``rebuild``).
     Returns the figures of the build (also stored as its run's summary)."""
-    cfg.check()
     t0 = time.perf_counter()
     cols = read_object_crops(store)
     graph = load_graph(store) if not rebuild else empty_graph()

@@ -22,6 +22,7 @@ from vidmine.cli import (
     emit,
     format_lines,
     open_store,
+    row_id,
     run_main,
     settings,
 )
@@ -39,12 +40,7 @@ PROG = "vidmine-graph"
 
 
 def _graph_config(args) -> GraphConfig:
-    cfg = settings(args, GraphConfig, "graph")
-    try:
-        cfg.check()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    return cfg
+    return settings(args, GraphConfig, "graph")
 
 
 def cmd_embed(args) -> int:
@@ -133,7 +129,7 @@ def build_parser():
     p.add_argument("--rebuild", action="store_true", help="replace the whole graph")
     add_command(commands, "stats", cmd_stats, "figures of the graph")
     p = add_command(commands, "show", cmd_show, "a crop's neighbourhood")
-    p.add_argument("node", type=int, help="crop id")
+    p.add_argument("node", type=row_id, help="crop id")
     p.add_argument("--radius", type=int, default=1, help="hops around the crop")
     p.add_argument("--png", nargs="?", const="", default=None, metavar="PATH",
                    help="also draw a contact sheet (default <workdir>/reports/show-NODE.png)")
@@ -141,7 +137,7 @@ def build_parser():
     p.add_argument("pair", help="pair id, or two crop ids as A,B")
     p = add_command(commands, "sheet", cmd_sheet, "a contact sheet of tracks, clusters or pairs")
     p.add_argument("what", choices=SHEET_KINDS)
-    p.add_argument("--ids", type=int, nargs="+", default=(), help="chosen ids (default: random)")
+    p.add_argument("--ids", type=row_id, nargs="+", default=(), help="chosen ids (default: random)")
     p.add_argument("--n", type=int, default=8, help="rows when choosing at random")
     p.add_argument("--kind", default="transitive", choices=PAIR_KINDS,
                    help="pair kind for random pairs")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vidmine.config import validate
+
 INTRA_MODES = ("first_last", "stride")
 CLUSTERINGS = ("kmeans", "two_level", "mutual_knn")
 
@@ -10,10 +12,10 @@ CLUSTERINGS = ("kmeans", "two_level", "mutual_knn")
 @dataclass
 class GraphConfig:
     # intra-instance edges
-    intra_mode: str = field(default="first_last", metadata={
+    intra_mode: str = field(default="first_last", metadata={"choices": INTRA_MODES,
         "help": "which crops of a track to join: first_last (the first and last crop, as in "
                 "Wang & Gupta 2015) or stride (crop i with crop i+stride, every crop a node)"})
-    intra_stride: int = field(default=1, metadata={
+    intra_stride: int = field(default=1, metadata={"above": 0,
         "help": "with intra_mode=stride: join crops this many positions apart in the track"})
     # embeddings
     embedding_model: str = field(default="handcrafted", metadata={
@@ -21,11 +23,11 @@ class GraphConfig:
                 "(a vidmine checkpoint or a torchvision state dict)"})
     backbone: str | None = field(default=None, metadata={
         "help": "torchvision name of a plain state dict checkpoint (resnet18, resnet50, vgg16)"})
-    image_size: int = field(default=224, metadata={"help": "network input size in pixels"})
-    batch_size: int = field(default=128, metadata={"help": "crops per embedding batch"})
+    image_size: int = field(default=224, metadata={"min": 16, "help": "network input size in pixels"})
+    batch_size: int = field(default=128, metadata={"above": 0, "help": "crops per embedding batch"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when present), cpu, cuda"})
     # clustering
-    clustering: str = field(default="kmeans", metadata={
+    clustering: str = field(default="kmeans", metadata={"choices": CLUSTERINGS,
         "help": "kmeans, two_level (coarse then fine k-means, for millions of nodes), or "
                 "mutual_knn (mutual nearest neighbours above a similarity threshold)"})
     k: int = field(default=0, metadata={
@@ -34,11 +36,11 @@ class GraphConfig:
         "help": "two_level: coarse clusters (0: sqrt(nodes))"})
     fine_k: int = field(default=0, metadata={
         "help": "two_level: fine clusters per coarse cluster (0: members / cluster_size)"})
-    cluster_size: int = field(default=8, metadata={
+    cluster_size: int = field(default=8, metadata={"above": 0,
         "help": "target members of a fine cluster when k or fine_k is 0"})
-    kmeans_iters: int = field(default=20, metadata={"help": "k-means iterations"})
-    knn_k: int = field(default=10, metadata={"help": "mutual_knn: neighbours per node"})
-    knn_threshold: float = field(default=0.8, metadata={
+    kmeans_iters: int = field(default=20, metadata={"above": 0, "help": "k-means iterations"})
+    knn_k: int = field(default=10, metadata={"above": 0, "help": "mutual_knn: neighbours per node"})
+    knn_threshold: float = field(default=0.8, metadata={"min": -1, "max": 1,
         "help": "mutual_knn: least cosine similarity of an edge"})
     # inter-instance edges and pairs
     inter_different_videos: bool = field(default=True, metadata={
@@ -47,16 +49,9 @@ class GraphConfig:
     max_inter_per_node: int = field(default=4, metadata={"help": "most inter edges at a node"})
     max_pairs_per_cluster: int = field(default=2000, metadata={
         "help": "most inter + transitive pairs from one fine cluster (0: no cap)"})
-    val_fraction: float = field(default=0.1, metadata={
+    val_fraction: float = field(default=0.1, metadata={"below": 1,
         "help": "fraction of videos whose pairs form the val split"})
     seed: int = field(default=0, metadata={"help": "seed of clustering, orders and the split"})
 
-    def check(self) -> None:
-        if self.intra_mode not in INTRA_MODES:
-            raise ValueError(f"intra_mode must be one of {INTRA_MODES}, not {self.intra_mode!r}")
-        if self.clustering not in CLUSTERINGS:
-            raise ValueError(f"clustering must be one of {CLUSTERINGS}, not {self.clustering!r}")
-        if self.intra_stride < 1 or self.max_inter_per_node < 0 or self.batch_size < 1:
-            raise ValueError("intra_stride and batch_size must be >= 1, max_inter_per_node >= 0")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
+    def __post_init__(self):
+        validate(self)

@@ -103,7 +103,7 @@ def sheet(store: Store, what: str, out_png: Path, ids=(), n: int = 8, kind: str 
 
 
 def _thumbnails(store: Store, crop_ids, folder: Path, size: int) -> None:
-    for crop_id, img in store.load_crops(crop_ids).items():
+    for crop_id, img in store.load_crops(crop_ids, job="vidmine-graph export").items():
         write_image(folder / f"{crop_id}.jpg", resize_long_side(img, size, upscale=True)[0])
 
 

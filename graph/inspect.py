@@ -14,6 +14,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sqlalchemy import func, or_, select
 
+from vidmine.cli import MAX_ROW_ID
 from vidmine.errors import UsageError
 from vidmine.storage.schema import (
     EDGE_KINDS,
@@ -28,6 +29,7 @@ from vidmine.storage.schema import (
     videos,
 )
 from vidmine.storage.store import Store
+from vidmine.text import safe_name
 
 from .build import load_graph
 from .quality import pair_quality
@@ -185,7 +187,7 @@ def show(store: Store, crop_id: int, radius: int = 1) -> dict:
 
 def format_show(report: dict) -> str:
     node = report["node"]
-    lines = [f"crop {node['crop']}: video {node['video']} ({node['video_path']}), "
+    lines = [f"crop {node['crop']}: video {node['video']} ({safe_name(node['video_path'])}), "
              f"track {node['track']}, frame {node['frame']}, cluster {node['cluster']}",
              f"neighbourhood (radius {report['radius']}): {len(report['nodes'])} nodes, "
              f"{len(report['edges'])} edges"]
@@ -200,6 +202,8 @@ def format_show(report: dict) -> str:
 def find_pair(store: Store, ref: str) -> dict:
     """A pair by id ('12') or by its two crops ('5,40' or '5:40', either order)."""
     ref = ref.strip()
+    if any(int(n) > MAX_ROW_ID for n in re.findall(r"\d+", ref)):
+        raise UsageError(f"no pair or crop has an id as large as in {ref!r}")
     with store.index.read() as conn:
         if re.fullmatch(r"\d+", ref):
             row = conn.execute(select(pairs).where((pairs.c.id == int(ref)) & graph_rows(pairs))).first()

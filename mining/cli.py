@@ -3,6 +3,7 @@
     vidmine-mine run VIDEO_DIR [--workdir W] [--workers N] [--db URL]
     vidmine-mine daemon VIDEO_DIR ...
     vidmine-mine status [--json]
+    vidmine-mine retry [--skipped] [VIDEO ...]    queue failed videos again (after a fix)
     vidmine-mine synth OUT_DIR [--videos N] [--seed S] [--kind flat|solids] [--pool train|heldout]
     vidmine-mine synth-sets OUT_DIR [--objects-per-category N]   rendered invariance sets
 
@@ -26,6 +27,7 @@ from vidmine.cli import (
 from vidmine.config import to_dict
 from vidmine.errors import UsageError
 from vidmine.storage.store import Store
+from vidmine.text import safe_name
 
 from .config import MiningConfig
 
@@ -56,7 +58,7 @@ def _mine(args, daemon: bool) -> int:
     contact = f"\n  contact sheet   {out['contact_sheet']}" if out.get("contact_sheet") else ""
     emit(args, out, summary_table(summary) + contact)
     if summary.fatal:
-        print(f"{PROG}: error: {summary.fatal}", file=sys.stderr)
+        print(f"{PROG}: error: {safe_name(summary.fatal)}", file=sys.stderr)
         return 1
     return 0
 
@@ -101,6 +103,18 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_retry(args) -> int:
+    statuses = ("failed", "skipped") if args.skipped else ("failed",)
+    with open_store(args) as store:
+        paths = [str(Path(p).absolute()) for p in args.videos] or None
+        n = store.index.requeue_videos(statuses, paths=paths)
+    if paths and n < len(paths):
+        print(f"{PROG}: warning: {len(paths) - n} of the videos named are not "
+              f"{' or '.join(statuses)} in this store", file=sys.stderr)
+    emit(args, {"requeued": n}, f"{n} video(s) queued again; `vidmine-mine run` mines them")
+    return 0
+
+
 def cmd_synth(args) -> int:
     from .synthetic import generate_dataset
     extra = {"pool": args.pool} if args.kind == "solids" else {}
@@ -133,6 +147,13 @@ def build_parser():
                             "<workdir>/reports/mining-tracks.png; 'none' to skip)")
         p.add_argument("--ray-address", default=None, help="Ray cluster address (executor ray)")
     add_command(commands, "status", cmd_status, "videos by status, tracks, crops, failures")
+    p = add_command(commands, "retry", cmd_retry,
+                    "queue failed videos for mining again (e.g. after fixing a setting)")
+    p.add_argument("videos", nargs="*", metavar="VIDEO",
+                   help="video files to retry (default: every failed video)")
+    p.add_argument("--failed", action="store_true", help="failed videos (the default)")
+    p.add_argument("--skipped", action="store_true",
+                   help="also skipped ones (duplicates, files that were not regular)")
     p = add_command(commands, "synth", cmd_synth,
                     "write synthetic videos with ground truth (for trying out)", store=False)
     p.add_argument("out_dir", metavar="OUT_DIR")

@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 
 from vidmine.errors import UsageError
+from vidmine.storage.db import file_path
 from vidmine.storage.store import Store
 
 from .config import MiningConfig
 from .decode import VideoRejected, quiet_logging
-from .discover import StabilityWatch, register, scan
+from .discover import StabilityWatch, discover
 from .loop import Heartbeat, RunSummary, owner_name, settle, skip_duplicate
 from .pipeline import MiningStats, mine_video
 from .worker import Supervisor
@@ -74,9 +75,8 @@ def run_ray(store: Store, cfg: MiningConfig, video_dir: str | Path, *,
 
     try:
         while True:
-            found = scan(video_dir)
-            ready = watch.ready(found)
-            register(store.index, ready)
+            found = discover(store.index, video_dir, watch)
+            summary.skipped.update(found.skipped)
             while len(inflight) < cfg.workers:
                 video = store.index.claim_video(owner, cfg.lease_s, cfg.max_attempts)
                 if video is None:
@@ -90,10 +90,10 @@ def run_ray(store: Store, cfg: MiningConfig, video_dir: str | Path, *,
                     continue
                 beat = Heartbeat(store, video["id"], owner, cfg)
                 beat.start()
-                inflight[task.remote(video["path"], cfg, store.cfg.jpeg_quality)] = \
+                inflight[task.remote(file_path(video), cfg, store.cfg.jpeg_quality)] = \
                     (video, beat, time.time())
             if not inflight:
-                if len(ready) == len(found):
+                if found.unstable == 0:
                     break
                 time.sleep(1.0)
                 continue

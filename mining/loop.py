@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vidmine.storage.db import file_path
 from vidmine.storage.errors import DatabaseError, StorageError, StoreFullError
 from vidmine.storage.ingest import LeaseLost, VideoResult, commit_video
 from vidmine.storage.store import Store
@@ -70,7 +71,7 @@ def skip_duplicate(store: Store, video: dict, owner: str) -> dict | None:
     """Record the video's content hash; if another video with that content is done or being
     mined, end this one as skipped and return its event. Unreadable files are rejected."""
     try:
-        digest = content_hash(video["path"])
+        digest = content_hash(file_path(video))
     except OSError as exc:
         raise VideoRejected(f"cannot read file: {exc.strerror}") from exc
     other = duplicate_of(store.index, video["id"], digest)
@@ -144,7 +145,7 @@ def mine_one(store: Store, writer_box: list, video: dict, owner: str, cfg: Minin
         try:
             if (skipped := skip_duplicate(store, video, owner)) is not None:
                 return skipped
-            outcome = mine_video(video["path"], cfg, store.cfg.jpeg_quality, should_stop, stats)
+            outcome = mine_video(file_path(video), cfg, store.cfg.jpeg_quality, should_stop, stats)
         except (StoreFullError, DatabaseError):
             raise
         except Exception as exc:

@@ -9,6 +9,7 @@ from vidmine.progress import progress_bar
 from vidmine.sheets import contact_sheet
 from vidmine.storage.schema import crops, tracks, videos
 from vidmine.storage.store import Store
+from vidmine.text import safe_name
 
 from .loop import RunSummary
 
@@ -56,9 +57,9 @@ def summary_table(summary: RunSummary) -> str:
     if summary.workers_replaced:
         lines.append(f"  workers replaced {summary.workers_replaced:>7}")
     for path, reason in sorted(summary.failed.items()):
-        lines.append(f"  failed  {path}: {reason}")
+        lines.append(f"  failed  {safe_name(path)}: {safe_name(reason)}")
     for path, reason in sorted(summary.skipped.items()):
-        lines.append(f"  skipped {path}: {reason}")
+        lines.append(f"  skipped {safe_name(path)}: {safe_name(reason)}")
     return "\n".join(lines)
 
 
@@ -84,8 +85,10 @@ def status_text(st: dict) -> str:
     v = st["videos"]
     lines = ["videos: " + ", ".join(f"{k} {n}" for k, n in v.items()),
              f"tracks: {st['tracks']}   crops: {st['crops']}   full frames: {st['frames']}"]
-    lines += [f"  mining  {c['path']} ({c['owner']})" for c in st["in_progress"]]
-    lines += [f"  {f['status']:<7} {f['path']}: {f['reason']}" for f in st["failures"]]
+    lines += [f"  mining  {safe_name(c['path'])} ({safe_name(c['owner'])})"
+              for c in st["in_progress"]]
+    lines += [f"  {f['status']:<7} {safe_name(f['path'])}: {safe_name(f['reason'])}"
+              for f in st["failures"]]
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ from vidmine.storage.store import StorageConfig, Store
 
 from .config import MiningConfig
 from .decode import quiet_logging
-from .discover import StabilityWatch, register, scan
+from .discover import StabilityWatch, discover
 from .loop import PROGRESS_EVERY, RunSummary, mine_one, owner_name
 
 # Deaths that mean the decoder crashed on this file: fail the video rather than retry it.
@@ -97,10 +97,9 @@ class Supervisor:
 
     def _scan(self) -> int:
         """Register stable files; return how many found files are not stable yet."""
-        found = scan(self.video_dir)
-        ready = self.watch.ready(found)
-        register(self.store.index, ready)
-        return len(found) - len(ready)
+        found = discover(self.store.index, self.video_dir, self.watch)
+        self.summary.skipped.update(found.skipped)
+        return found.unstable
 
     def _start_worker(self) -> None:
         wid = self._next_wid

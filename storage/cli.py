@@ -14,13 +14,25 @@ from .maintenance import merge_shards, relocate_shards
 from .verify import verify
 
 PROG = "vidmine-store"
+SHOWN_IN_TEXT, SHOWN_IN_JSON = 20, 10_000
 
 
 def cmd_verify(args) -> int:
     with open_store(args) as store:
-        report = verify(store, repair=args.repair)
+        report = verify(store, repair=args.repair, progress=not args.json)
     result = report.as_dict()
-    emit(args, result, format_lines({k: v for k, v in result.items() if k != "examples"}))
+    lost = [(i, s, k, "bytes missing") for i, s, k in report.rows_without_bytes]
+    result["damaged"] = [{"crop": i, "shard": s, "key": k, "reason": why}
+                         for i, s, k, why in (lost + report.damaged_crops)[:SHOWN_IN_JSON]]
+    text = format_lines({k: v for k, v in result.items() if k not in ("examples", "damaged")})
+    named = [f"  crop {i} ({s}/{k}): {why}" for i, s, k, why in (lost + report.damaged_crops)]
+    if named:
+        text += "\ndamaged or lost crops:\n" + "\n".join(named[:SHOWN_IN_TEXT])
+        if len(named) > SHOWN_IN_TEXT:
+            text += f"\n  ... and {len(named) - SHOWN_IN_TEXT} more (--json lists them)"
+    if not report.ok and not args.repair:
+        text += "\nrun `vidmine-store verify --repair` to repair (crops lost are mined again)"
+    emit(args, result, text)
     return 0 if report.ok or args.repair else 1
 
 

@@ -185,8 +185,10 @@ class CropReader:
                 raise ShardError(f"crop shard not found: {path}")
             # A sealed shard has no writer, so no reader table is needed; an open shard is
             # still being written and needs LMDB's reader locks to stay consistent.
+            # A read-only mount cannot hold the lock table: then read without it.
+            lock = not is_sealed(path) and os.access(path, os.W_OK)
             try:
-                env = lmdb.open(str(path), readonly=True, lock=not is_sealed(path),
+                env = lmdb.open(str(path), readonly=True, lock=lock,
                                 readahead=False, max_readers=1024, subdir=True, max_dbs=0)
             except lmdb.Error as exc:
                 raise ShardError(f"cannot open crop shard {path}: {exc}") from exc
@@ -196,27 +198,42 @@ class CropReader:
     def get(self, shard: str, key: str) -> bytes:
         return self.get_many([(shard, key)])[0]
 
-    def get_many(self, refs: Sequence[tuple[str, str]]) -> list[bytes]:
-        """Fetch many crops, one read transaction per shard touched."""
+    def get_many(self, refs: Sequence[tuple[str, str]], missing_ok: bool = False) -> list:
+        """Fetch many crops, one read transaction per shard touched. A crop that is missing,
+        on a damaged page or in a shard that cannot be opened raises, or with ``missing_ok``
+        comes back as None (the others are still read)."""
         out: list[bytes | None] = [None] * len(refs)
         by_shard: dict[str, list[int]] = defaultdict(list)
         for i, (shard, _) in enumerate(refs):
             by_shard[shard].append(i)
         for shard, positions in by_shard.items():
-            env = self.environment(shard)
-            for _ in range(2):
-                try:
-                    with env.begin(buffers=False) as txn:
-                        for i in positions:
-                            out[i] = txn.get(refs[i][1].encode())
-                    break
-                except lmdb.MapResizedError:
-                    env.set_mapsize(0)  # the writer grew the map: adopt its new size
+            try:
+                self._read(shard, refs, positions, out)
+            except (lmdb.Error, ShardError) as exc:
+                if not missing_ok:
+                    if isinstance(exc, ShardError):
+                        raise
+                    raise ShardError(f"crop shard {shard} is damaged ({type(exc).__name__}); "
+                                     "run vidmine-store verify --repair") from exc
+                for i in positions:   # a damaged page costs only the crops on it
+                    with contextlib.suppress(lmdb.Error, ShardError):
+                        self._read(shard, refs, [i], out)
             missing = [refs[i] for i in positions if out[i] is None]
-            if missing:
+            if missing and not missing_ok:
                 raise MissingCropError(f"{len(missing)} crop(s) missing from shard {shard}, "
                                        f"e.g. key {missing[0][1]!r}; run verify --repair")
-        return out  # type: ignore[return-value]
+        return out
+
+    def _read(self, shard: str, refs, positions: list[int], out: list) -> None:
+        env = self.environment(shard)
+        for _ in range(2):
+            try:
+                with env.begin(buffers=False) as txn:
+                    for i in positions:
+                        out[i] = txn.get(refs[i][1].encode())
+                return
+            except lmdb.MapResizedError:
+                env.set_mapsize(0)  # the writer grew the map: adopt its new size
 
     def keys(self, shard: str) -> Iterable[str]:
         env = self.environment(shard)

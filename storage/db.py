@@ -37,18 +37,43 @@ class RunRecord:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def path_columns(path: str | Path) -> dict[str, Any]:
+    """The ``path`` / ``path_bytes`` columns of a file name. Any name the OS gives is kept: a
+    name that is not UTF-8 (surrogate-escaped by Python) is stored as its raw bytes, beside
+    a text form with those bytes written ``\\xNN`` for display and lookup."""
+    path = str(path)
+    try:
+        path.encode("utf-8")
+        return {"path": path, "path_bytes": None}
+    except UnicodeEncodeError:
+        raw = os.fsencode(path)
+        return {"path": raw.decode("utf-8", "backslashreplace"), "path_bytes": raw}
+
+
+def file_path(video: Mapping[str, Any]) -> str:
+    """The name to open the file of a ``videos`` row by (inverse of :func:`path_columns`)."""
+    raw = video.get("path_bytes")
+    return os.fsdecode(bytes(raw)) if raw else video["path"]
+
+
 def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
-def _sqlite_engine(url: str, busy_timeout_s: float) -> Engine:
+def _sqlite_engine(url: str, busy_timeout_s: float, read_only: bool = False) -> Engine:
+    if read_only:
+        # A store on a read-only mount: no WAL, no lock files; immutable tells SQLite that
+        # nobody writes it either, so it needs neither (sqlite.org/uri.html).
+        path = make_url(url).database
+        url = f"sqlite:///file:{path}?mode=ro&immutable=1&uri=true"
     engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (SQLAlchemy docs recipe)
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        if not read_only:
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
@@ -67,7 +92,8 @@ def _sqlite_engine(url: str, busy_timeout_s: float) -> Engine:
 class Index:
     """A handle on the SQL index. Cheap to create; one per process (engines don't cross fork)."""
 
-    def __init__(self, url: str, *, busy_timeout_s: float = 60.0, migrate: bool = True):
+    def __init__(self, url: str, *, busy_timeout_s: float = 60.0, migrate: bool = True,
+                 read_only: bool = False):
         try:
             parsed = make_url(url)
         except ArgumentError as exc:
@@ -80,7 +106,7 @@ class Index:
                 parent = Path(db_path).parent
                 if not parent.is_dir():
                     raise DatabaseError(f"directory for the SQLite index does not exist: {parent}")
-            self.engine = _sqlite_engine(url, busy_timeout_s)
+            self.engine = _sqlite_engine(url, busy_timeout_s, read_only)
         elif self.dialect == "postgresql":
             if parsed.drivername == "postgresql":
                 url = str(parsed.set(drivername="postgresql+psycopg"))
@@ -92,7 +118,10 @@ class Index:
         else:
             raise DatabaseError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
         self._pid = os.getpid()
-        if migrate:
+        self.read_only = read_only
+        if read_only:
+            self._check_schema()
+        elif migrate:
             self.migrate()
 
     # -- connections -------------------------------------------------------------------
@@ -140,6 +169,18 @@ class Index:
             raise DatabaseError(f"cannot open the index at {self.safe_url}: {exc.orig}") from exc
         except SQLAlchemyError as exc:
             raise DatabaseError(f"cannot migrate the index at {self.safe_url}: {exc}") from exc
+
+    def _check_schema(self) -> None:
+        """A read-only index cannot be migrated: it must be at the newest schema already."""
+        from .migrate import current_revision, head_revision
+        try:
+            current = current_revision(self.engine)
+        except (OperationalError, SQLAlchemyError) as exc:
+            raise DatabaseError(f"cannot open the read-only index at {self.safe_url}: "
+                                f"{getattr(exc, 'orig', exc)}") from exc
+        if current != head_revision():
+            raise DatabaseError(f"the read-only index at {self.safe_url} has schema {current}, "
+                                f"this vidmine needs {head_revision()}: open it once writable")
 
     @contextlib.contextmanager
     def _migration_lock(self):
@@ -262,19 +303,52 @@ class Index:
 
     # -- videos ------------------------------------------------------------------------
     def add_videos(self, records: Iterable[Mapping[str, Any]]) -> int:
-        """Register video files (path, size, mtime) as pending; known paths are left alone."""
-        records = list(records)
-        if not records:
+        """Register video files (path, size, mtime; optionally status and error) as pending
+        or as given; known paths are left alone. Returns how many were new."""
+        rows = {}
+        for r in records:
+            cols = path_columns(r["path"])
+            rows.setdefault(cols["path"], dict(
+                **cols, size=r.get("size", 0), mtime=r.get("mtime"),
+                status=r.get("status", "pending"), error=r.get("error"), attempts=0,
+                updated_at=time.time()))
+        if not rows:
             return 0
         with self.write() as conn:
-            known = set(conn.execute(select(videos.c.path).where(
-                videos.c.path.in_([r["path"] for r in records]))).scalars())
-            new = [dict(path=r["path"], size=r.get("size", 0), mtime=r.get("mtime"),
-                        status="pending", attempts=0, updated_at=time.time())
-                   for r in records if r["path"] not in known]
+            known = set()
+            names = list(rows)
+            for lo in range(0, len(names), 10_000):
+                known |= set(conn.execute(select(videos.c.path).where(
+                    videos.c.path.in_(names[lo:lo + 10_000]))).scalars())
+            new = [row for name, row in rows.items() if name not in known]
             if new:
                 conn.execute(videos.insert(), new)
         return len(new)
+
+    def requeue_videos(self, statuses: Sequence[str] = ("failed",), ids: Sequence[int] | None = None,
+                       paths: Sequence[str] | None = None, error_prefix: str | None = None) -> int:
+        """Set videos of ``statuses`` back to pending (attempts and error cleared), all of them
+        or those of ``ids`` / ``paths``, or whose error starts with ``error_prefix``."""
+        where = videos.c.status.in_(list(statuses))
+        if error_prefix is not None:
+            where &= videos.c.error.startswith(error_prefix, autoescape=True)
+        chunks: list = [None]
+        if ids is not None:
+            ids = list(ids)
+            chunks = [videos.c.id.in_(ids[lo:lo + 10_000]) for lo in range(0, len(ids), 10_000)]
+        elif paths is not None:
+            names = [path_columns(p)["path"] for p in paths]
+            chunks = [videos.c.path.in_(names[lo:lo + 10_000])
+                      for lo in range(0, len(names), 10_000)]
+        n = 0
+        with self.write() as conn:
+            for chunk in chunks:
+                res = conn.execute(update(videos).where(where if chunk is None else where & chunk)
+                                   .values(status="pending", error=None, attempts=0,
+                                           lease_owner=None, lease_expires=None,
+                                           updated_at=time.time()))
+                n += res.rowcount
+        return n
 
     def claim_video(self, owner: str, lease_s: float, max_attempts: int = 3) -> dict | None:
         """Claim one pending video (or one whose lease expired) for ``owner``.

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -50,7 +51,8 @@ runs = Table(
 videos = Table(
     "videos", metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("path", Text, nullable=False, unique=True),
+    Column("path", Text, nullable=False, unique=True),     # UTF-8; other bytes as \xNN
+    Column("path_bytes", LargeBinary),                    # the raw name when not UTF-8
     Column("size", BigInteger, nullable=False, default=0),
     Column("mtime", Float),
     Column("content_hash", String(64), index=True),
@@ -73,7 +75,7 @@ shards = Table(
     "shards", metadata,
     Column("name", String(255), primary_key=True),
     Column("host", String(255)),
-    Column("status", String(16), nullable=False, default="open"),   # open | sealed
+    Column("status", String(16), nullable=False, default="open"),   # open | sealed | lost | quarantined
     Column("created_at", Float),
     Column("sealed_at", Float),
     Column("n_items", BigInteger, nullable=False, default=0),

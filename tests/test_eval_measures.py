@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from tests.factories import fill_store
+from vidmine.descriptors import FLOORS
 from vidmine.evaluation import sets
 from vidmine.evaluation.cli import main as eval_main
 from vidmine.evaluation.probe import knn_accuracy, linear_probe_accuracy
 from vidmine.evaluation.retrieval import retrieval_metrics
-from vidmine.descriptors import FLOORS
 from vidmine.training.backbones import Trunk, save_backbone
 
 

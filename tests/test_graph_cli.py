@@ -95,7 +95,7 @@ def test_html_export_escapes_hostile_names_and_works_offline(workdir, tmp_path, 
     (("explain", "1"), "no graph pair with id 1"),
     (("explain", "nonsense"), "a pair is an id"),
     (("sheet", "pairs"), "no graph yet"),
-    (("build", "--intra-mode", "diagonal"), "intra_mode must be one of"),
+    (("build", "--intra-mode", "diagonal"), "intra_mode='diagonal': choose one of"),
 ])
 def test_errors_are_one_line(workdir, capsys, argv, message):
     code, out, err = run(capsys, *argv, "--workdir", workdir)

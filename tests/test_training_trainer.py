@@ -152,7 +152,7 @@ def test_user_errors_are_one_line(train_store, tmp_path, capsys):
         (["--objective", "moco", "--positives", "transitive", "--pairs-run", "999"],
          "no transitive pairs of graph run 999"),
         (["--positives", "optical:1"], "unknown positive source 'optical'"),
-        (["--backbone", "alexnet"], "backbone must be one of"),
+        (["--backbone", "alexnet"], "backbone='alexnet': choose one of"),
         (["--resume", "--out", str(tmp_path / "none")], "nothing to resume"),
     ]
     for extra, message in cases:

@@ -17,8 +17,15 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from vidmine.errors import UsageError
+
 BACKBONES = {"resnet18": 512, "resnet50": 2048, "vgg16": 4096}
 FORMAT = "vidmine-backbone-v1"
+
+
+class CheckpointError(UsageError):
+    """A checkpoint file that cannot be used: missing, truncated, not PyTorch's, or weights
+    that do not fit the backbone it names."""
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):
@@ -88,26 +95,46 @@ def load_backbone(path: str | Path | None, name: str | None = None,
     untrained network (``name`` required), the floor every evaluation compares against."""
     if path is None:
         return Trunk(name or "resnet18")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
-        raise ValueError(f"{path} is not a loadable PyTorch checkpoint: {exc}") from exc
-    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+    ckpt = read_checkpoint(path, map_location)
+    if ckpt.get("format") == FORMAT:
+        if ckpt.get("backbone") not in BACKBONES:
+            raise CheckpointError(f"{path} names an unknown backbone {ckpt.get('backbone')!r}")
         trunk = Trunk(ckpt["backbone"])
-        trunk.load_state_dict(ckpt["state_dict"])
+        try:
+            trunk.load_state_dict(ckpt["state_dict"])
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path}: its weights do not fit its backbone label "
+                                  f"{ckpt['backbone']!r} ({_first_line(exc)})") from exc
         return trunk
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path} holds no state dict")
     if name is None:
-        raise ValueError(f"{path} is a plain state dict: say which backbone it is (--backbone)")
+        raise CheckpointError(f"{path} is a plain state dict: say which backbone it is "
+                              "(--backbone)")
     trunk = Trunk(name)
     state = {k.removeprefix("module."): v for k, v in ckpt.get("state_dict", ckpt).items()}
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.6."))}
     missing, unexpected = trunk.net.load_state_dict(state, strict=False)
     if unexpected or len(missing) > 0:
-        raise ValueError(f"{path} does not fit {name}: missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}")
+        raise CheckpointError(f"{path} does not fit {name}: missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}")
     return trunk
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The dict saved in a checkpoint file, tensors only (``weights_only``: a pickled
+    program in a hostile file never runs), or one-line :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for a truncated or foreign file
+        raise CheckpointError(f"{path} is not a loadable PyTorch checkpoint (truncated, or "
+                              f"not one: {_first_line(exc)})") from exc
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} holds no state dict")
+    return ckpt

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from vidmine.cli import add_command, command_parser, emit, open_store, print_json, run_main, settings
+from vidmine.text import safe_text
 
 from .config import SOURCES, TrainConfig
 
@@ -38,11 +39,11 @@ def cmd_train(args) -> int:
     if args.json:
         print_json(summary)
     elif summary["status"] != "interrupted":
-        print(f"trained to step {summary['step']} of {summary['steps']} at "
-              f"{summary['pairs_per_s']:.0f} pairs/s; checkpoint {summary['checkpoint']}")
+        print(safe_text(f"trained to step {summary['step']} of {summary['steps']} at "
+                        f"{summary['pairs_per_s']:.0f} pairs/s; checkpoint {summary['checkpoint']}"))
     if summary["status"] == "interrupted":
-        print(f"{PROG}: stopped by SIGTERM at step {summary['step']}; checkpoint "
-              f"{summary['checkpoint']} (continue with --resume)", file=sys.stderr)
+        print(safe_text(f"{PROG}: stopped by SIGTERM at step {summary['step']}; checkpoint "
+                        f"{summary['checkpoint']} (continue with --resume)"), file=sys.stderr)
         return 143
     return 0
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vidmine.config import validate
 from vidmine.errors import ConfigError
 from vidmine.storage.schema import PAIR_KINDS
 
@@ -18,66 +19,64 @@ SOURCES = PAIR_SOURCES + DERIVED_SOURCES
 
 @dataclass
 class TrainConfig:
-    objective: str = field(default="moco", metadata={"help": "triplet (ranking loss) or moco (v2)"})
+    objective: str = field(default="moco", metadata={"choices": OBJECTIVES,
+        "help": "triplet (ranking loss) or moco (v2)"})
     positives: str = field(default="transitive:1", metadata={
         "help": "weighted mix of positive sources, e.g. 'transitive:1,intra:0.5'; sources: "
                 + ", ".join(SOURCES)})
-    backbone: str = field(default="resnet18", metadata={"help": "resnet18, resnet50 or vgg16"})
-    image_size: int = field(default=112, metadata={"help": "side of the square training images"})
-    batch_size: int = field(default=64, metadata={"help": "pairs per step and process"})
-    steps: int = field(default=2000, metadata={"help": "optimizer steps in all"})
-    lr: float = field(default=0.03, metadata={"help": "peak SGD learning rate (for batch_size 256; "
+    backbone: str = field(default="resnet18", metadata={"choices": tuple(BACKBONES),
+        "help": "resnet18, resnet50 or vgg16"})
+    image_size: int = field(default=112, metadata={"min": 16, "help": "side of the square training images"})
+    batch_size: int = field(default=64, metadata={"above": 0, "help": "pairs per step and process"})
+    steps: int = field(default=2000, metadata={"above": 0, "help": "optimizer steps in all"})
+    lr: float = field(default=0.03, metadata={"above": 0,
+        "help": "peak SGD learning rate (for batch_size 256; "
                                                       "scaled linearly with the global batch)"})
-    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    momentum: float = field(default=0.9, metadata={"below": 1, "help": "SGD momentum"})
     weight_decay: float = field(default=1e-4, metadata={"help": "SGD weight decay"})
     warmup_steps: int = field(default=100, metadata={"help": "linear warm-up before the cosine decay"})
-    margin: float = field(default=0.5, metadata={"help": "triplet: margin of the ranking loss "
+    margin: float = field(default=0.5, metadata={"above": 0, "help": "triplet: margin of the ranking loss "
                                                          "(cosine distance; 0.5 as in 2015)"})
     negatives: int = field(default=4, metadata={"help": "triplet: negatives per pair, half the "
                                                         "hardest in the batch, half random"})
-    embed_dim: int = field(default=1024, metadata={"help": "triplet: embedding size of the "
+    embed_dim: int = field(default=1024, metadata={"above": 0, "help": "triplet: embedding size of the "
                                                            "linear layer on the trunk"})
-    moco_dim: int = field(default=128, metadata={"help": "moco: output size of the MLP head"})
-    moco_queue: int | None = field(default=None, metadata={
+    moco_dim: int = field(default=128, metadata={"above": 0, "help": "moco: output size of the MLP head"})
+    moco_queue: int | None = field(default=None, metadata={"above": 0,
         "help": "moco: negatives in the queue (default auto: fitted to steps, batch and crops; "
                 "65536 for long runs, as the paper)"})
-    moco_momentum: float | None = field(default=None, metadata={
+    moco_momentum: float | None = field(default=None, metadata={"below": 1,
         "help": "moco: key encoder momentum (default auto: 1 - 10/steps within [0.9, 0.999]; "
                 "0.999 for long runs, as the paper)"})
     bn_splits: int = field(default=0, metadata={
         "help": "moco in one process: batch-norm groups, so that keys and queries never share "
                 "statistics (0: groups of 32, at least 2)"})
-    temperature: float = field(default=0.2, metadata={"help": "moco: InfoNCE temperature"})
+    temperature: float = field(default=0.2, metadata={"above": 0, "help": "moco: InfoNCE temperature"})
     mlp: bool = field(default=True, metadata={"help": "moco: MLP projection head (v2)"})
-    split: str = field(default="train", metadata={"help": "split of the pairs table to read"})
+    split: str = field(default="train", metadata={"choices": ("train", "val"),
+        "help": "split of the pairs table to read"})
     pairs_run: int | None = field(default=None, metadata={
         "help": "read only the pairs of this graph run (default: every run, the current graph)"})
     min_gap: int = field(default=5, metadata={
         "help": "tracker/temporal: least distance in source frames between the two views"})
     max_gap: int = field(default=150, metadata={
         "help": "tracker/temporal: largest distance in source frames between the two views"})
-    gpu_augment: str = field(default="auto", metadata={
+    gpu_augment: str = field(default="auto", metadata={"choices": ("auto", "on", "off"),
         "help": "decode JPEGs with nvjpeg and augment on the GPU: auto (when CUDA), on, off"})
-    cpu_augment: str = field(default="v2", metadata={
+    cpu_augment: str = field(default="v2", metadata={"choices": ("v2", "batched"),
         "help": "CPU recipe in the loader workers: v2 (torchvision, per image: the reference) "
                 "or batched (the GPU path's arithmetic on CPU tensors, faster)"})
     workers: int = field(default=4, metadata={"help": "DataLoader worker processes per trainer"})
     amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA"})
     channels_last: bool = field(default=True, metadata={"help": "channels-last memory on CUDA"})
-    checkpoint_every: int = field(default=500, metadata={"help": "steps between checkpoints"})
-    log_every: int = field(default=10, metadata={"help": "steps between CSV/TensorBoard rows"})
+    checkpoint_every: int = field(default=500, metadata={
+        "help": "steps between checkpoints (0: only at the end)"})
+    log_every: int = field(default=10, metadata={"above": 0, "help": "steps between CSV/TensorBoard rows"})
     seed: int = field(default=0, metadata={"help": "seed of sampling, augmentation and weights"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
 
     def __post_init__(self):
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"objective must be one of {OBJECTIVES}, not {self.objective!r}")
-        if self.backbone not in BACKBONES:
-            raise ConfigError(f"backbone must be one of {sorted(BACKBONES)}, not {self.backbone!r}")
-        if self.gpu_augment not in ("auto", "on", "off"):
-            raise ConfigError(f"gpu_augment must be auto, on or off, not {self.gpu_augment!r}")
-        if self.cpu_augment not in ("v2", "batched"):
-            raise ConfigError(f"cpu_augment must be v2 or batched, not {self.cpu_augment!r}")
+        validate(self)
         if self.objective == "triplet" and self.negatives < 1:
             raise ConfigError("triplet training needs negatives >= 1")
         if not 0 <= self.min_gap <= self.max_gap:
@@ -99,8 +98,8 @@ def parse_positives(spec: str) -> dict[str, float]:
             mix[name] = float(weight) if weight else 1.0
         except ValueError:
             raise ConfigError(f"weight of {name!r} is not a number: {weight!r}") from None
-        if mix[name] < 0:
-            raise ConfigError(f"weight of {name!r} is negative")
+        if not 0 <= mix[name] < float("inf"):
+            raise ConfigError(f"weight of {name!r} must be a finite number >= 0, not {weight}")
     if not mix or sum(mix.values()) <= 0:
         raise ConfigError(f"no positive source with a weight above 0 in {spec!r}")
     return {k: v for k, v in mix.items() if v > 0}

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from vidmine.arrays import lookup_sorted
 from vidmine.errors import UsageError
-from vidmine.images import decode_image
+from vidmine.images import decodable, decode_image
 from vidmine.storage.cropstore import CropReader
 from vidmine.storage.db import Index
 from vidmine.storage.schema import clusters, crops, pairs
@@ -209,6 +209,9 @@ def bytes_tensor(data: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
+SINGLE_PAIR_TRIES = 4
+
+
 class PairDataset(Dataset):
     """Pairs of crops. ``dataset[(step, spec)]`` with a :class:`MixBatchSampler` item gives one
     batch (one LMDB transaction per shard, augmentations seeded by (seed, rank, step));
@@ -233,21 +236,55 @@ class PairDataset(Dataset):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(batch_seed(self.seed, self.rank, step))
                 return self._batch(spec[:, 0], spec[:, 1].astype(bool), step)
-        out = self._batch(np.array([index]), np.zeros(1, bool), -1)
-        return {k: (v[0] if isinstance(v, (torch.Tensor, list)) else v) for k, v in out.items()}
+        # One pair alone (default collation): a pair with an unreadable crop is replaced by
+        # the next readable one; "bad" has a fixed size so that batches of it collate.
+        bad = []
+        for tries in range(SINGLE_PAIR_TRIES):
+            out = self._batch(np.array([(index + tries) % len(self)]), np.zeros(1, bool), -1)
+            bad += out.pop("bad").tolist()
+            if not out.pop("empty", False):
+                break
+        out = {k: (v[0] if isinstance(v, (torch.Tensor, list)) else v) for k, v in out.items()}
+        out["bad"] = torch.tensor((bad + [-1] * 2 * SINGLE_PAIR_TRIES)[:2 * SINGLE_PAIR_TRIES])
+        return out
+
+    def _image(self, blob: bytes | None):
+        """A crop for the transform (decoded) or for the GPU decoder (bytes checked to
+        decode); None when it is missing, on a damaged page or not an image."""
+        if blob is None:
+            return None
+        if self.transform is None:
+            return bytes_tensor(blob) if decodable(blob) else None
+        try:
+            return torch.from_numpy(decode_image(blob)).permute(2, 0, 1)
+        except ValueError:
+            return None
 
     def _batch(self, idx: np.ndarray, swap: np.ndarray, step: int) -> dict:
+        """The batch of pairs ``idx``. A pair with a crop that cannot be read stands in for
+        by another pair of the batch; its crop ids come back in "bad" (the trainer names
+        them and fails past 1 %); "empty" when no pair of the batch could be read."""
         a = np.where(swap, self.positives[idx], self.anchors[idx])
         p = np.where(swap, self.anchors[idx], self.positives[idx])
-        blobs = self.reader.get_many(self.table.refs(np.concatenate([a, p])))
-        if self.transform is None:
-            images = [bytes_tensor(b) for b in blobs]
-        else:
-            images = self.transform([torch.from_numpy(decode_image(b)).permute(2, 0, 1)
-                                     for b in blobs])
+        rows = np.concatenate([a, p])
+        images = [self._image(b) for b in self.reader.get_many(self.table.refs(rows),
+                                                                missing_ok=True)]
         n = len(idx)
+        readable = np.array([im is not None for im in images])
+        bad = torch.from_numpy(self.table.ids[rows[~readable]])
+        good = readable[:n] & readable[n:]
+        if not good.any():
+            return {"bad": bad, "empty": True}
+        if not good.all():
+            src = np.arange(n)
+            fill = np.flatnonzero(good)
+            src[~good] = fill[np.arange(n - len(fill)) % len(fill)]
+            a, p = a[src], p[src]
+            images = [images[i] for i in src] + [images[n + i] for i in src]
+        if self.transform is not None:
+            images = self.transform(images)
         t = self.table
-        return {"a": images[:n], "p": images[n:], "step": step,
+        return {"a": images[:n], "p": images[n:], "step": step, "bad": bad,
                 "a_group": torch.from_numpy(t.group[a]), "p_group": torch.from_numpy(t.group[p]),
                 "a_cluster": torch.from_numpy(t.cluster[a]),
                 "p_cluster": torch.from_numpy(t.cluster[p])}

@@ -32,15 +32,19 @@ from vidmine.device import pick_device
 from vidmine.errors import UsageError
 from vidmine.progress import progress_bar
 from vidmine.storage.db import RunRecord
-from vidmine.storage.store import Store
+from vidmine.storage.store import BadCrops, Store
 
 from .augment import BatchAugment, CpuAugment, normalize
-from .backbones import save_backbone
+from .backbones import CheckpointError, read_checkpoint, save_backbone
 from .config import TrainConfig
 from .data import MixBatchSampler, PairDataset, batch_seed, load_pair_data
 from .models import bn_splits, build_model, moco_schedule
 
 META = ("a_group", "p_group", "a_cluster", "p_cluster")
+
+
+class TrainingDiverged(UsageError):
+    """The loss became nan or inf: a learning rate too high for the batch, most often."""
 # Settings that shape the model or the data stream: a resumed job must keep them.
 RESUME_FIXED = ("objective", "backbone", "positives", "image_size", "batch_size", "embed_dim",
                 "moco_dim", "moco_queue", "mlp", "seed", "split", "pairs_run", "min_gap", "max_gap")
@@ -84,7 +88,7 @@ class Trainer:
             raise UsageError("--gpu-augment on needs a CUDA device")
         self.channels_last = cfg.channels_last and self.cuda
         self.data = load_pair_data(store, cfg)
-        saved = torch.load(last, map_location=self.device, weights_only=True) if resume else None
+        saved = read_checkpoint(last, self.device) if resume else None
         self.moco = self._moco_settings(saved)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, **self.moco).to(self.device)
@@ -101,6 +105,7 @@ class Trainer:
             self.optimizer, warmup_cosine(cfg.warmup_steps, cfg.steps))
         self.step = 0
         self.augment = BatchAugment(cfg.image_size)
+        self.bad_crops = BadCrops("vidmine-train", total=len(self.data.table))
         self._stop = False
         if saved is not None:
             self._load(last, saved)
@@ -138,6 +143,12 @@ class Trainer:
         dataset = PairDataset(self.data, self.store.reader, augment, cfg.seed, self.rank)
         return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=cfg.workers,
                           pin_memory=self.cuda, prefetch_factor=4 if cfg.workers else None)
+
+    def _note_bad(self, crop_ids: torch.Tensor) -> None:
+        """Name each crop the loader could not read, once; fail past 1 % of the crops."""
+        for crop_id in crop_ids.flatten().tolist():
+            if crop_id >= 0:
+                self.bad_crops.add(crop_id, "cannot be read or decoded")
 
     def seed_step(self, step: int) -> None:
         """Every random draw of the step on the trainer's side comes from this seed."""
@@ -185,11 +196,15 @@ class Trainer:
         if changed:
             raise UsageError(f"cannot resume {path} with changed settings {changed}; "
                              f"it was trained with {({k: old.get(k) for k in changed})}")
-        state = ckpt["training"]
-        self.net.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
+        try:
+            state = ckpt["training"]
+            self.net.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.step = int(state["step"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"cannot resume {path}: not a training checkpoint of these "
+                                  f"settings ({type(exc).__name__})") from exc
 
     def _on_sigterm(self, signum, frame) -> None:
         self._stop = True
@@ -236,6 +251,9 @@ class Trainer:
                     if not self._stop:  # workers killed along with us by a group SIGTERM
                         raise
                     continue
+                self._note_bad(batch["bad"])
+                if batch.get("empty"):
+                    continue
                 self.seed_step(self.step)
                 loss = self.train_step(*self.prepare(batch))
                 window_loss += loss
@@ -244,6 +262,10 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     now = time.perf_counter()
                     mean = float(window_loss) / window_n
+                    if not math.isfinite(mean):
+                        raise TrainingDiverged(
+                            f"the loss is {mean} at step {self.step}: training diverged; "
+                            f"lower --lr (it was {cfg.lr})")
                     rate = window_n * cfg.batch_size * self.world / (now - window_t)
                     log.write(self.step, mean, self.scheduler.get_last_lr()[0], rate, now - t0)
                     bar.set_postfix(loss=f"{mean:.4f}", pairs_s=f"{rate:.0f}")

@@ -26,18 +26,28 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from vidmine.config import add_config_args, build_config, load_toml
-from vidmine.errors import VidmineError
+from vidmine.errors import UsageError, VidmineError
 from vidmine.storage.store import StorageConfig, Store
+from vidmine.text import safe_name, safe_text
 
 T = TypeVar("T")
 # Containers configure vidmine through the environment (docker/compose.yaml).
 ENVIRONMENT = {"workdir": "VIDMINE_WORKDIR", "db": "VIDMINE_DB", "shards_dir": "VIDMINE_SHARDS_DIR"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is a UsageError: one line like every other error
+    (argparse would print the whole usage first), and ``main()`` returns 2 instead of
+    raising SystemExit."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
 def command_parser(prog: str, doc: str | None) -> tuple[argparse.ArgumentParser, Any]:
     """The top-level parser of a console script and the group its subcommands join."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog=prog, description=doc,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     return parser, parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
 
@@ -90,6 +100,20 @@ def open_store(args: argparse.Namespace, create: bool = False) -> Store:
     return Store(storage_config(args), create=create)
 
 
+MAX_ROW_ID = 2**63 - 1   # SQL BIGINT
+
+
+def row_id(text: str) -> int:
+    """argparse type of a row id (crop, pair, video): a whole number that fits a BIGINT."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an id: {text!r}") from None
+    if not 0 < value <= MAX_ROW_ID:
+        raise argparse.ArgumentTypeError(f"no row has id {text} (ids run from 1 to {MAX_ROW_ID})")
+    return value
+
+
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
@@ -99,7 +123,7 @@ def emit(args: argparse.Namespace, obj: Any, text: str) -> None:
     if getattr(args, "json", False):
         print_json(obj)
     else:
-        print(text)
+        print(safe_text(text))
 
 
 def format_lines(obj: dict, indent: str = "") -> str:
@@ -134,7 +158,7 @@ def run_main(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
         args = parser.parse_args(argv)
         return int(args.fn(args) or 0)
     except (VidmineError, FileNotFoundError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {safe_name(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -3,11 +3,18 @@
 Every package owns a dataclass of its settings. One TOML file holds them all, one table per
 package (``[storage]``, ``[mining]``, ...). :func:`add_config_args` turns the fields of a
 dataclass into ``--field-name`` flags, and :func:`build_config` merges the three layers.
+
+:func:`validate` refuses nonsense where a config is built (each config's ``__post_init__``
+calls it): every number must be finite, integers whole, and numbers at least 0 unless the
+field's metadata says otherwise with ``above`` / ``min`` / ``max`` / ``below``; a field with
+``choices`` takes one of them. The error names the setting, so a flag and a TOML key fail
+with the same one line.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -41,7 +48,11 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
                     raise ValueError(value)
                 return low in ("1", "true", "yes", "on")
             return bool(value)
-        if tp in (int, float, str):
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if tp in (float, str):
             return tp(value)
         if origin in (list, tuple):
             (inner, *_) = typing.get_args(tp) or (str,)
@@ -51,9 +62,41 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             return tuple(out) if origin is tuple else out
         if origin is dict or tp is dict:
             return dict(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config value {name}={value!r} is not a valid {tp}") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        kind = getattr(tp, "__name__", str(tp))
+        raise ConfigError(f"setting {name}={value!r} is not a valid {kind}") from exc
     return value
+
+
+def _number_problem(value: float, meta: Any) -> str | None:
+    if not math.isfinite(value):
+        return "must be a finite number"
+    if "above" in meta and not value > meta["above"]:
+        return f"must be above {meta['above']}"
+    if not value >= meta.get("min", 0):
+        return f"must be at least {meta.get('min', 0)}"
+    if "max" in meta and not value <= meta["max"]:
+        return f"must be at most {meta['max']}"
+    if "below" in meta and not value < meta["below"]:
+        return f"must be below {meta['below']}"
+    return None
+
+
+def validate(cfg: Any) -> None:
+    """Raise ConfigError naming the first setting of dataclass ``cfg`` that is out of range."""
+    for f in dataclasses.fields(cfg):
+        value, meta = getattr(cfg, f.name), f.metadata
+        if value is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            problem = None
+            if "choices" in meta and v not in meta["choices"]:
+                problem = f"choose one of {', '.join(map(str, meta['choices']))}"
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                problem = _number_problem(v, meta)
+            if problem:
+                raise ConfigError(f"setting {f.name}={v!r}: {problem}")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:

@@ -35,6 +35,13 @@ def decode_image(data: bytes) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def decodable(data: bytes | None) -> bool:
+    """Do these bytes decode as an image? Decoded at 1/8 scale: the check, not the pixels."""
+    if not data:
+        return False
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8) is not None
+
+
 def load_rgb(item: np.ndarray | str | Path) -> np.ndarray:
     """An RGB array as it is, or the image file at a path, read as RGB."""
     if isinstance(item, np.ndarray):

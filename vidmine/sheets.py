@@ -33,5 +33,6 @@ def contact_sheet(store: Store, rows: Sequence[Sequence[int]], out_png: str | Pa
                         cv2.FONT_HERSHEY_SIMPLEX, 0.42, (20, 20, 20), 1, cv2.LINE_AA)
         for c, crop_id in enumerate(row):
             x = label_w + gap + c * (thumb + gap)
-            sheet[y:y + thumb, x:x + thumb] = fit_square(images[int(crop_id)], thumb)
+            if int(crop_id) in images:   # else left blank: the crop could not be read
+                sheet[y:y + thumb, x:x + thumb] = fit_square(images[int(crop_id)], thumb)
     return write_image(out_png, sheet)
