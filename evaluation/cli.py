@@ -105,10 +105,14 @@ def _invariance_sets(args, cfg: EvalConfig) -> list[sets.InvarianceSets]:
 
 
 def _out_dir(args) -> Path:
-    if args.out:
-        return Path(args.out)
-    root = Path(args.workdir or "./vidmine-data")
-    return root / "reports" / f"eval-{args.command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(args.out) if args.out else Path(args.workdir or "./vidmine-data") / "reports" \
+        / f"eval-{args.command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write the report to {out}: {exc.strerror} (choose --out DIR)") \
+            from exc
+    return out
 
 
 def _print_report(table: str, out: Path, charts: list) -> None:
