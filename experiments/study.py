@@ -303,9 +303,24 @@ def device_name() -> str:
 
 
 def git_commit() -> str:
-    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=ROOT)
-    return proc.stdout.strip() or "unknown"
+    """HEAD of the checkout the study runs from, '+dirty' when it has uncommitted changes
+    (each stage runs the checkout's code as it is then: run a study from a checkout that
+    nobody edits)."""
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], capture_output=True, text=True,
+                              cwd=ROOT).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def commits(out: Path) -> list[str]:
+    """Every commit the study ran stages at, in order (a resumed study may span several)."""
+    path = out / "state" / "commits.txt"
+    seen = path.read_text().split() if path.is_file() else []
+    if git_commit() not in seen:
+        seen.append(git_commit())
+        path.write_text("\n".join(seen) + "\n")
+    return seen
 
 
 def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
@@ -321,7 +336,8 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
     if args.scale == "toy":
         md += ["**Smoke check of the plumbing: these numbers say nothing about the claim.**", ""]
     mined = state["mine-train"]
-    md += [f"Command: `{command}` (commit {git_commit()})", "", f"Device: {device_name()}", "",
+    md += [f"Command: `{command}` (commit {', then '.join(commits(out))})", "",
+           f"Device: {device_name()}", "",
            f"Budget per arm: ResNet-18, {p['steps']} steps x {p['batch_size']} pairs at "
            f"{p['image_size']} px, lr {p['lr']}; bootstrap triplet network on intra pairs "
            f"{p['bootstrap_steps']} steps; seeds {' '.join(map(str, seeds))} (asked: "
@@ -371,7 +387,7 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
               out / "ris_top10.png", errors=errors)
     (out / "results.md").write_text("\n".join(md) + "\n")
     (out / "results.json").write_text(json.dumps(
-        {"command": command, "commit": git_commit(), "scale": args.scale, "preset": p,
+        {"command": command, "commits": commits(out), "scale": args.scale, "preset": p,
          "seeds": seeds, "device": device_name(), "stages": state,
          "summary": {a: {m: {"mean": stats(v)[0], "sd": stats(v)[1], "values": v}
                          for m, v in cols.items()} for a, cols in values.items()},
@@ -391,6 +407,7 @@ def run_study(args) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cli = Cli(out / "study.log", in_process=args.in_process)
     stages = Stages(out, None if args.deadline_min is None else args.deadline_min * 60)
+    commits(out)
     work, sets = out / "work", out / "sets"
 
     state = {"data": stages.run("data", lambda: prepare_data(cli, out, p))}
