@@ -12,16 +12,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vidmine.images import resize_long_side
-
 from .config import MiningConfig
 
 GRID_STEP = 6  # px at flow resolution between the points the homography is fitted to
 BORDER_DIV = 24  # the border band ignored is 1/24 of the short side
-
-
-def small_gray(rgb: np.ndarray, long_side: int) -> np.ndarray:
-    return resize_long_side(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), long_side)[0]
 
 
 def color_histogram(rgb: np.ndarray) -> np.ndarray:
@@ -52,6 +46,8 @@ class MotionDetector:
         self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         # The preset stops two pyramid levels above the input, which smears object motion
         # over the background around it; on already small frames the finest level is cheap.
+        # (Measured: finest scale 1, a patch stride of 6 or 8, or a 128/160 px flow each
+        # lose intra-track precision on the synthetic ground truth; docs/mining.md, "Speed".)
         self.flow.setFinestScale(0)
         self._grid_shape: tuple[int, int] | None = None
 
@@ -67,24 +63,35 @@ class MotionDetector:
         """Moving points of ``cur``, in cur's coordinates (flow runs from cur to its
         neighbours). Against one neighbour, the background the object uncovers has no match
         and looks like motion too; with both neighbours, only points that move relative to
-        both are kept (three-frame differencing), which leaves the object itself."""
+        both are kept (three-frame differencing), which leaves the object itself.
+
+        The minimum over both neighbours can only lower the moving fraction, so a frame with
+        too few moving points against ``prev`` has too few against both: its flow to ``nxt``
+        is not computed (the result then holds the residual against ``prev`` alone)."""
         coords = self._grid(cur.shape)
         gx = cv2.Sobel(cur, cv2.CV_32F, 1, 0, ksize=3)
         gy = cv2.Sobel(cur, cv2.CV_32F, 0, 1, ksize=3)
         textured = cv2.magnitude(gx, gy) > self.cfg.texture_threshold * 4  # Sobel gain is 4
         residual, camera_fit = self._residual(cur, prev, coords, textured)
-        if nxt is not None:
+        fraction = self._moving_fraction(residual, textured)
+        if nxt is not None and fraction >= self.cfg.min_moving_fraction:
             other, fit = self._residual(cur, nxt, coords, textured)
             residual = np.minimum(residual, other)
             camera_fit = camera_fit and fit
-        # Content entering at the borders under camera motion has no match: no evidence there.
+            fraction = self._moving_fraction(residual, textured)
+        return MotionResult(moving=residual > self.cfg.motion_threshold, residual=residual,
+                            fraction=fraction, camera_fit=camera_fit)
+
+    def _moving_fraction(self, residual: np.ndarray, textured: np.ndarray) -> float:
+        """Moving share of the textured points; clears ``residual``'s border band first:
+        content entering at the borders under camera motion has no match, so no evidence."""
         b = max(2, min(residual.shape) // BORDER_DIV)
         residual[:b], residual[-b:], residual[:, :b], residual[:, -b:] = 0, 0, 0, 0
+        n_textured = int(np.count_nonzero(textured))
+        if not n_textured:
+            return 0.0
         moving = residual > self.cfg.motion_threshold
-        n_textured = int(textured.sum())
-        fraction = float((moving & textured).sum()) / n_textured if n_textured else 0.0
-        return MotionResult(moving=moving, residual=residual, fraction=fraction,
-                            camera_fit=camera_fit)
+        return float(np.count_nonzero(moving & textured)) / n_textured
 
     def _residual(self, cur: np.ndarray, other: np.ndarray, coords: np.ndarray,
                   textured: np.ndarray) -> tuple[np.ndarray, bool]:

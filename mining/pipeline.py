@@ -5,6 +5,11 @@ The sampled frames are cut into windows of ``track_span`` source frames. A windo
 the first frame whose motion (against the previous sampled frame) passes the frame rule and
 yields boxes; every box is tracked through the window, checked forward-backward, and cropped.
 A shot boundary closes the window early, so no track crosses a cut.
+
+Each sampled frame is looked at in three sizes (``Views``): the working RGB frame from the
+decoder (crops, stored frames), and two made from it, each at most once and only when asked
+for: the tracker's RGB frame (also the shot histogram's input) and the flow's gray frame.
+A window keeps only these, and a finished track only its crops.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -28,9 +34,8 @@ from .motion import (
     is_shot_boundary,
     motion_boxes,
     selective_search_boxes,
-    small_gray,
 )
-from .track import forward_backward_error, run_tracker, select_crops
+from .track import Crop, select_crops, track_and_check
 
 
 @dataclass
@@ -47,55 +52,87 @@ class MiningStats:
     windows: list[tuple[int, int]] = field(default_factory=list)   # (first, last) frame index
 
 
+class Views:
+    """One sampled frame in the sizes mining looks at it, each made at most once and only
+    when asked for: a frame inside a window never needs the flow's gray frame."""
+
+    def __init__(self, frame: Frame, cfg: MiningConfig):
+        self.frame = frame      # working resolution: crops and stored full frames
+        self.cfg = cfg
+
+    @cached_property
+    def small(self) -> np.ndarray:
+        """RGB, long side track_long_side: the tracker's input and the shot histogram's.
+        Bilinear: trackers do not mind aliasing, and it is 5x cheaper than INTER_AREA (the
+        histogram averages a 64x48 thumbnail of it, so it does not mind either)."""
+        return resize_long_side(self.frame.rgb, self.cfg.track_long_side, cv2.INTER_LINEAR)[0]
+
+    @cached_property
+    def gray(self) -> np.ndarray:
+        """Long side flow_long_side, area-averaged from the working frame: the flow's input,
+        made only for frames a proposal looks at. Not made from ``small``: the moving-point
+        masks follow small changes of the flow's input, and a bilinear one moved the sample
+        videos' tracks by up to 60 % (docs/mining.md, "Speed")."""
+        gray = cv2.cvtColor(self.frame.rgb, cv2.COLOR_RGB2GRAY)
+        return resize_long_side(gray, self.cfg.flow_long_side, cv2.INTER_AREA)[0]
+
+    @cached_property
+    def hist(self) -> np.ndarray:
+        return color_histogram(self.small)
+
+
 class _Miner:
     def __init__(self, cfg: MiningConfig, jpeg_quality: int, stats: MiningStats):
         self.cfg = cfg
         self.jpeg_quality = jpeg_quality
         self.detector = MotionDetector(cfg)
         self.stats = stats
-        self.tracks: list[tuple[list[Frame], list[np.ndarray], list, float]] = []
+        # Per track: its crops, (frame index, time) of each crop, score. Not the frames: a
+        # worker's memory stays bounded by one window however many tracks a video yields.
+        self.tracks: list[tuple[list[Crop], list[tuple[int, float]], float]] = []
 
-    def propose(self, frames: list[tuple[Frame, np.ndarray]]) -> np.ndarray:
-        """Boxes in working pixels on ``frames[-2]`` (motion: from it and its neighbours) or
-        on ``frames[-1]`` (selective search); empty when the frame is skipped."""
+    def propose(self, views: list[Views]) -> np.ndarray:
+        """Boxes in working pixels on ``views[-2]`` (motion: from it and its neighbours) or
+        on ``views[-1]`` (selective search); empty when the frame is skipped."""
         if self.cfg.proposer == "selective_search":
-            frame, gray = frames[-1]
-            small = cv2.resize(frame.rgb, gray.shape[::-1], interpolation=cv2.INTER_AREA)
-            boxes = selective_search_boxes(small, self.cfg)
+            cur = views[-1]
+            # Selective search (~100x the cost of this resize) runs at the flow's size.
+            rgb, _ = resize_long_side(cur.frame.rgb, self.cfg.flow_long_side)
+            boxes = selective_search_boxes(rgb, self.cfg)
+            flow_px = rgb.shape[1]
         else:
-            (_, before), (frame, gray), (_, after) = frames
-            motion = self.detector.moving_points(before, gray, after)
+            before, cur, after = views
+            motion = self.detector.moving_points(before.gray, cur.gray, after.gray)
             if not self.detector.frame_is_usable(motion):
                 self.stats.frames_skipped += 1
                 return np.empty((0, 4), np.float32)
             boxes = motion_boxes(motion, self.cfg)
+            flow_px = cur.gray.shape[1]
         self.stats.proposals += len(boxes)
-        return boxes * (frame.rgb.shape[1] / gray.shape[1])
+        return boxes * (cur.frame.rgb.shape[1] / flow_px)
 
-    def track_window(self, window: list[Frame], seeds: np.ndarray) -> None:
+    def track_window(self, window: list[Views], seeds: np.ndarray) -> None:
         cfg = self.cfg
-        small, scale = [], 1.0
-        for f in window:
-            # Trackers do not mind aliasing and bilinear is 5x cheaper than INTER_AREA.
-            img, scale = resize_long_side(f.rgb, cfg.track_long_side, cv2.INTER_LINEAR)
-            small.append(img)
+        frames = [v.frame for v in window]
+        small = [v.small for v in window]
+        scale = small[0].shape[1] / frames[0].rgb.shape[1]
         for seed in seeds:
-            boxes = run_tracker(cfg.tracker, small, seed * scale)
+            boxes, error = track_and_check(cfg.tracker, small, seed * scale)
             if len(boxes) < 2:
                 self.stats.tracks_short += 1
                 continue
-            error = forward_backward_error(cfg.tracker, small, boxes)
             if error > cfg.fb_max_error:
                 self.stats.tracks_drifted += 1
                 continue
             working = [b / scale for b in boxes]
-            crops = select_crops([f.rgb for f in window[:len(boxes)]], working, cfg,
+            crops = select_crops([f.rgb for f in frames[:len(boxes)]], working, cfg,
                                  self.jpeg_quality)
             if len(crops) < cfg.min_track_crops:
                 self.stats.tracks_short += 1
                 continue
-            self.tracks.append((window, working, crops, 1.0 - error))
-        self.stats.windows.append((window[0].index, window[-1].index))
+            stamps = [(frames[c.position].index, frames[c.position].time) for c in crops]
+            self.tracks.append((crops, stamps, 1.0 - error))
+        self.stats.windows.append((frames[0].index, frames[-1].index))
 
 
 def mine_video(path: str | Path, cfg: MiningConfig, jpeg_quality: int = 90,
@@ -113,46 +150,46 @@ def mine_video(path: str | Path, cfg: MiningConfig, jpeg_quality: int = 90,
     next_frame_t = 0.0
     needed = 1 if cfg.proposer == "selective_search" else 3
     with VideoReader(path, cfg) as reader:
-        recent: deque[tuple[Frame, np.ndarray]] = deque(maxlen=3)  # since the last cut
+        recent: deque[Views] = deque(maxlen=3)  # since the last cut
         prev_hist = None
-        window: list[Frame] = []
+        window: list[Views] = []
         seeds = None
+        last = None
         for frame in reader.frames(should_stop):
             stats.frames_sampled += 1
-            gray = small_gray(frame.rgb, cfg.flow_long_side)
-            hist = color_histogram(frame.rgb)
-            cut = prev_hist is not None and is_shot_boundary(prev_hist, hist, cfg.shot_threshold)
-            prev_hist = hist
+            last = frame
+            views = Views(frame, cfg)
+            cut = prev_hist is not None and is_shot_boundary(prev_hist, views.hist,
+                                                             cfg.shot_threshold)
+            prev_hist = views.hist
             stats.shot_boundaries += cut
             if cut:
                 recent.clear()
             if cfg.frame_interval_s > 0 and frame.time >= next_frame_t:
                 frames_out.append(_full_frame(frame, cfg, jpeg_quality))
                 next_frame_t = frame.time + cfg.frame_interval_s
-            if window and (cut or frame.index - window[0].index > cfg.track_span):
+            if window and (cut or frame.index - window[0].frame.index > cfg.track_span):
                 miner.track_window(window, seeds)
                 window = []
-            recent.append((frame, gray))
+            recent.append(views)
             if window:
-                window.append(frame)
+                window.append(views)
             elif len(recent) >= needed:
                 boxes = miner.propose(list(recent)[-needed:])
                 if len(boxes):
                     seeds = boxes
-                    window = [f for f, _ in list(recent)[-needed:][needed // 2:]]
+                    window = list(recent)[-needed:][needed // 2:]
         if len(window) > 1:
             miner.track_window(window, seeds)
-        last = recent[-1][0] if recent else None
         info = reader.info
         stats.frames_decoded = reader.frames_decoded
         stats.bad_packets = reader.bad_packets
     src_scale = info.width / last.rgb.shape[1] if last is not None else 1.0
     result = VideoResult(frames=frames_out)
-    for window, _boxes, crops, score in miner.tracks:
-        records = [CropRecord(frame_index=window[c.position].index,
-                              box=tuple(int(round(v)) for v in c.box * src_scale),
+    for crops, stamps, score in miner.tracks:
+        records = [CropRecord(frame_index=index, box=tuple(int(round(v)) for v in c.box * src_scale),
                               data=c.image, width=c.width, height=c.height,
-                              pts=window[c.position].time, quality=c.quality) for c in crops]
+                              pts=t, quality=c.quality) for c, (index, t) in zip(crops, stamps)]
         result.tracks.append(TrackRecord(crops=records, proposer=cfg.proposer,
                                          tracker=cfg.tracker, score=score))
     for rec in frames_out:

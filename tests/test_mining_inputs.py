@@ -14,8 +14,9 @@ from sqlalchemy import select
 
 from vidmine.mining.cli import main
 from vidmine.mining.config import MiningConfig
-from vidmine.mining.decode import VideoReader, VideoRejected
-from vidmine.mining.synthetic import generate_video
+from vidmine.mining.decode import VideoReader, VideoRejected, decode_only
+from vidmine.mining.pipeline import mine_video
+from vidmine.mining.synthetic import generate_video, write_h264
 from vidmine.storage.cli import main as store_main
 from vidmine.storage.schema import crops, tracks, videos
 from vidmine.storage.store import StorageConfig, Store
@@ -95,6 +96,44 @@ def test_limits_reject_hostile_sizes(tmp_path):
     with pytest.raises(VideoRejected, match="duration"):
         with VideoReader(path, MiningConfig(max_duration_s=0.5)):
             pass
+
+
+def _gradient_frames(width: int, height: int, n: int) -> list[np.ndarray]:
+    """Smooth moving gradients: they encode to a few hundred bytes a frame."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    return [np.dstack([(xs * 255 // width + 8 * t) % 256, ys * 255 // height,
+                       np.full_like(xs, 128)]).astype(np.uint8) for t in range(n)]
+
+
+def test_frames_bigger_than_the_header_are_rejected(tmp_path):
+    """A frame-size bomb: the header (first SPS) says 64x48, later frames are 160x128. Each
+    decoded frame's size is checked before it is converted, so the limit holds mid-stream.
+    Two raw H.264 streams one after the other are one valid stream whose size changes."""
+    parts = [tmp_path / "small.h264", tmp_path / "big.h264"]
+    write_h264(parts[0], _gradient_frames(64, 48, 5), fps=25)
+    write_h264(parts[1], _gradient_frames(160, 128, 5), fps=25)
+    bomb = tmp_path / "bomb.h264"
+    bomb.write_bytes(parts[0].read_bytes() + parts[1].read_bytes())
+    assert bomb.stat().st_size < 20_000
+
+    cfg = MiningConfig(max_pixels=64 * 48)
+    reason = r"^frame size 160x128 is over the limit of 3072 pixels \(max_pixels\)$"
+    with VideoReader(bomb, cfg) as reader:
+        assert (reader.info.width, reader.info.height) == (64, 48)   # the header passes
+        with pytest.raises(VideoRejected, match=reason):
+            for _ in reader.frames():
+                pass
+    with pytest.raises(VideoRejected, match=reason):
+        decode_only(bomb, cfg)
+    with pytest.raises(VideoRejected, match=reason):
+        mine_video(bomb, cfg)
+    # Under the default limit the size change itself is fine: every frame comes out at the
+    # first frame's working size, and a raw stream without timestamps is sampled at 8 fps
+    # (0.4 s of frames at 25 fps).
+    with VideoReader(bomb, MiningConfig()) as reader:
+        frames = list(reader.frames())
+    assert reader.frames_decoded == 10 and [round(f.time, 2) for f in frames] == [0, 0.16, 0.28]
+    assert {f.rgb.shape for f in frames} == {(48, 64, 3)}
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):

@@ -2,15 +2,18 @@
 Ray executor (a real local Ray runtime with one CPU)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
+import cv2
 import numpy as np
 import pytest
 
 from vidmine.mining.config import MiningConfig
 from vidmine.mining.decode import VideoReader
-from vidmine.mining.motion import color_histogram, is_shot_boundary, nms
-from vidmine.mining.pipeline import MiningStats, mine_video
-from vidmine.mining.synthetic import generate_video, track_quality
-from vidmine.mining.track import make_tracker
+from vidmine.mining.motion import MotionDetector, color_histogram, is_shot_boundary, nms
+from vidmine.mining.pipeline import MiningStats, Views, mine_video
+from vidmine.mining.synthetic import generate_video, iou, track_quality
+from vidmine.mining.track import MAX_BOX_AREA, make_tracker, track_and_check
 from vidmine.storage.store import StorageConfig, Store
 
 
@@ -66,6 +69,63 @@ def test_nms_and_tracker_factory():
         assert make_tracker(name) is not None
     with pytest.raises(ValueError, match="unknown tracker"):
         make_tracker("medianflow-ish")
+
+
+def test_one_flow_settles_a_frame_with_too_few_moving_points(tmp_path):
+    """moving_points stops after the flow to the previous frame when the frame already has
+    too few moving points against it: the verdict is the one both flows give."""
+    path = tmp_path / "syn.mp4"
+    generate_video(path, seed=2, seconds=1.5)
+    cfg = MiningConfig()
+    with VideoReader(path, cfg) as reader:
+        grays = [Views(f, cfg).gray for f in reader.frames()]
+    triples = [grays[i:i + 3] for i in range(len(grays) - 2)] + [[grays[0]] * 3]  # + static
+    lazy = MotionDetector(cfg)
+    lazy.flow = _CountingFlow(lazy.flow)
+    both = MotionDetector(replace(cfg, min_moving_fraction=0.0))   # always runs both flows
+    verdicts = []
+    for a, b, c in triples:
+        calls = lazy.flow.calls
+        early, full = lazy.moving_points(a, b, c), both.moving_points(a, b, c)
+        usable = lazy.frame_is_usable(full)
+        assert lazy.frame_is_usable(early) == usable
+        assert lazy.flow.calls - calls == (2 if full.fraction >= cfg.min_moving_fraction or
+                                           early.fraction >= cfg.min_moving_fraction else 1)
+        if usable:
+            assert early.fraction == full.fraction
+            assert (early.moving == full.moving).all()
+        verdicts.append(usable)
+    assert any(verdicts) and not verdicts[-1]
+    assert lazy.flow.calls - 1 == 2 * (len(triples) - 1)   # the static triple: one flow
+
+
+class _CountingFlow:
+    def __init__(self, flow):
+        self.flow, self.calls = flow, 0
+
+    def calc(self, *args):
+        self.calls += 1
+        return self.flow.calc(*args)
+
+
+def test_a_big_box_is_tracked_at_the_capped_size_in_the_frames_pixels():
+    """track_and_check scales the frames so that the box covers MAX_BOX_AREA pixels at most,
+    and answers in the frames' own pixels."""
+    rng = np.random.default_rng(0)
+    def texture(h, w):
+        return cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), np.uint8), (0, 0), 1.5)
+    background, patch = texture(144, 192), texture(60, 80)
+    frames = []
+    for k in range(8):   # the patch moves 3 px right and 1 px down per frame
+        frame = background.copy()
+        frame[40 + k:100 + k, 40 + 3 * k:120 + 3 * k] = patch
+        frames.append(frame)
+    box = np.array([40, 40, 120, 100], np.float32)
+    assert 80 * 60 > 4 * MAX_BOX_AREA
+    boxes, error = track_and_check("kcf", frames, box)
+    assert len(boxes) == len(frames) and error < 0.05
+    for k, tracked in enumerate(boxes):   # uncapped KCF: 0.9; a tracker pixel is ~2 px here
+        assert iou(box + [3 * k, k, 3 * k, k], tracked[None])[0] > 0.75, (k, tracked)
 
 
 def test_selective_search_proposer_mines_tracks(tmp_path):
