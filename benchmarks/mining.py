@@ -15,11 +15,10 @@ of (a) decoding every frame and converting nothing and (b) the whole mining pipe
 sample, flow, proposals, tracking, crops; no database) with one worker, then (c) mining with
 N workers at once, each on its own copy of the job; the best of R rounds each. Prints one
 row per clip: decode fps, mining fps, their ratio (aim >= 0.5), the N-worker scaling of the
-wall-clock throughput (aim >= 1.8 with 2 workers), the same scaling computed from each
-worker's CPU time (what the wall-clock figure would be with a free core per worker: it tells
-contention between the workers apart from other jobs on the machine, whose load average is
-printed), and the peak RSS of the one-worker mining process. Mining settings can be
-overridden with the same flags as ``vidmine-mine run`` (e.g. --tracker mosse).
+wall-clock throughput (aim >= 1.8 with 2 workers: run it on an otherwise idle machine; the
+load average before the run is printed), and the peak RSS of the one-worker mining process.
+Mining settings can be overridden with the same flags as ``vidmine-mine run`` (e.g.
+--tracker mosse).
 """
 from __future__ import annotations
 
@@ -71,7 +70,7 @@ def peak_rss_mb() -> float:
 
 
 def _job(args: tuple[str, str, MiningConfig]) -> dict:
-    """One decode-only or mining pass in a worker process: frames, wall and CPU seconds."""
+    """One decode-only or mining pass in a worker process: frames, wall seconds, peak RSS."""
     kind, path, cfg = args
     import cv2
 
@@ -79,29 +78,26 @@ def _job(args: tuple[str, str, MiningConfig]) -> dict:
     from vidmine.mining.pipeline import MiningStats, mine_video
     quiet_logging()
     cv2.setNumThreads(1)   # one core per worker; OpenCV would otherwise spread over all
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall = time.perf_counter()
     if kind == "decode":
         frames = decode_only(path, cfg)
     else:
         stats = MiningStats()
         mine_video(path, cfg, stats=stats)
         frames = stats.frames_decoded
-    return {"frames": frames, "wall": time.perf_counter() - wall,
-            "cpu": time.process_time() - cpu,
-            "peak_rss_mb": peak_rss_mb()}
+    return {"frames": frames, "wall": time.perf_counter() - wall, "peak_rss_mb": peak_rss_mb()}
 
 
 def _rounds(pool, kind: str, path: str, cfg: MiningConfig, workers: int, repeat: int) -> dict:
     """The best of ``repeat`` rounds of ``workers`` jobs at once: frames/s over the round's
-    wall clock, and frames per CPU second over all its jobs."""
+    wall clock, and the jobs' peak RSS."""
     best = None
     for _ in range(repeat):
         t0 = time.perf_counter()
         jobs = pool.map(_job, [(kind, path, cfg)] * workers, chunksize=1)
         wall = time.perf_counter() - t0
         frames = sum(j["frames"] for j in jobs)
-        round_ = {"fps": frames / wall, "fps_per_cpu_s": frames / sum(j["cpu"] for j in jobs),
-                  "peak_rss_mb": max(j["peak_rss_mb"] for j in jobs)}
+        round_ = {"fps": frames / wall, "peak_rss_mb": max(j["peak_rss_mb"] for j in jobs)}
         if best is None or round_["fps"] > best["fps"]:
             best = round_
     return best
@@ -124,7 +120,6 @@ def measure(path: str, cfg: MiningConfig, workers: int, repeat: int) -> dict:
             "mine_over_decode": round(mine["fps"] / decode["fps"], 3),
             f"mine_fps_{workers}w": round(many["fps"], 1),
             "scaling": round(many["fps"] / mine["fps"], 2),
-            "scaling_cpu": round(workers * many["fps_per_cpu_s"] / mine["fps_per_cpu_s"], 2),
             "peak_rss_mb": round(mine["peak_rss_mb"])}
 
 
@@ -157,11 +152,11 @@ def main() -> int:
           f"{os.cpu_count()} CPUs, load average {load:.2f} before the run")
     n = args.workers
     print(f"| clip | size | decode fps | mining fps (1 worker) | ratio | {n}-worker scaling "
-          f"| {n}-worker scaling (CPU time) | peak RSS, 1 worker |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+          f"| peak RSS, 1 worker |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['clip']} | {r['size']} | {r['decode_fps']:.0f} | {r['mine_fps']:.0f} | "
-              f"{r['mine_over_decode']:.2f} | {r['scaling']:.2f}x | {r['scaling_cpu']:.2f}x | "
+              f"{r['mine_over_decode']:.2f} | {r['scaling']:.2f}x | "
               f"{r['peak_rss_mb']} MB |")
     return 0
 
