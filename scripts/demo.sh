@@ -8,10 +8,10 @@ set -euo pipefail
 BIN="${BIN:-.venv/bin}"
 OUT="${DEMO_OUT:-demo-out}"
 W="$OUT/work"
-STEPS="${DEMO_STEPS:-200}"
+STEPS="${DEMO_STEPS:-400}"
 VIDEOS="${1:-}"
-TRAIN=(--backbone resnet18 --image-size 32 --batch-size 32 --steps "$STEPS" --warmup-steps 10
-       --workers 1 --checkpoint-every 1000 --lr 0.1 --cpu-augment batched)
+TRAIN=(--backbone resnet18 --image-size 32 --batch-size 64 --steps "$STEPS" --warmup-steps 20
+       --workers 1 --checkpoint-every 1000 --lr 0.3 --cpu-augment batched)
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 rm -rf "$W"
@@ -45,8 +45,8 @@ step "5/8 bootstrap: embed with that network, re-cluster, new inter edges and tr
     --embedding-model "$W/training/intra/final.pt"
 "$BIN/vidmine-graph" stats --workdir "$W"
 
-step "6/8 training on transitive pairs (intra + inter variation at once)"
-"$BIN/vidmine-train" train --workdir "$W" --objective triplet --positives transitive:1,intra:0.5 \
+step "6/8 training MoCo v2 on pairs mined from video: transitive (intra + inter variation) and tracked regions"
+"$BIN/vidmine-train" train --workdir "$W" --objective moco --positives transitive:1,tracker:1 \
     --out "$W/training/transitive" "${TRAIN[@]}"
 
 step "7/8 evaluating on held-out rendered objects, beside floors that learn nothing"
