@@ -261,9 +261,9 @@ class PairDataset(Dataset):
             return None
 
     def _batch(self, idx: np.ndarray, swap: np.ndarray, step: int) -> dict:
-        """The batch of pairs ``idx``. A pair with a crop that cannot be read stands in for
-        by another pair of the batch; its crop ids come back in "bad" (the trainer names
-        them and fails past 1 %); "empty" when no pair of the batch could be read."""
+        """The batch of pairs ``idx``. A pair with a crop that cannot be read is replaced by
+        another pair of the batch; the unreadable crop ids come back in "bad" (the trainer
+        names them and fails past 1 %); "empty" when no pair of the batch could be read."""
         a = np.where(swap, self.positives[idx], self.anchors[idx])
         p = np.where(swap, self.anchors[idx], self.positives[idx])
         rows = np.concatenate([a, p])
