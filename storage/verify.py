@@ -34,6 +34,7 @@ from vidmine.images import decodable
 from vidmine.progress import progress_bar
 
 from .cropstore import SEALED_MARK, ShardWriter, is_sealed, new_shard_name, shard_names, writer_alive
+from .errors import StorageError
 from .schema import crops, edges, graph_rows, pairs, shards, tracks, videos
 from .store import Store
 
@@ -121,6 +122,9 @@ def _check_shard(env: lmdb.Environment, wanted: dict[str, int], bar) -> _ShardCh
 
 
 def verify(store: Store, repair: bool = False, progress: bool = False) -> VerifyReport:
+    if repair and store.read_only:
+        raise StorageError(f"{store.root} is read-only: verify it here, repair it where it "
+                           "is writable")
     report = VerifyReport()
     with store.index.read() as conn:
         rows = conn.execute(select(crops.c.id, crops.c.shard, crops.c.key)).all()
@@ -214,7 +218,21 @@ def _salvage(store: Store, report: VerifyReport, shard: str, wanted: dict[str, i
     """Copy the readable crops of a damaged shard into a new one, repoint their rows, and
     move the damaged shard aside (to ``<workdir>/quarantine``)."""
     good = [k for k in wanted if k in check.stored and k not in check.damaged]
-    old = store.reader.environment(shard) if good else None
+    if good:
+        _copy_crops(store, report, shard, wanted, good)
+    with store.index.write() as conn:
+        conn.execute(update(shards).where(shards.c.name == shard).values(status="quarantined"))
+    store.reader.close()
+    target = store.subdir("quarantine") / f"{shard}-{time.strftime('%Y%m%d%H%M%S')}"
+    shutil.move(str(store.shards_dir / shard), target)
+    report.quarantined.append(str(target))
+
+
+def _copy_crops(store: Store, report: VerifyReport, shard: str, wanted: dict[str, int],
+                good: list[str]) -> None:
+    """Copy crops ``good`` of a damaged shard into a new sealed shard and repoint their
+    rows (a crop that fails to read now is counted as damaged instead)."""
+    old = store.reader.environment(shard)
     writer = ShardWriter(store.shards_dir, new_shard_name("repaired"),
                          initial_map_size=store.cfg.initial_map_mb << 20,
                          max_map_size=store.cfg.max_map_gb << 30)
@@ -235,11 +253,6 @@ def _salvage(store: Store, report: VerifyReport, shard: str, wanted: dict[str, i
         for lo in range(0, len(moved), BATCH):
             conn.execute(update(crops).where((crops.c.shard == shard) & crops.c.key.in_(
                 moved[lo:lo + BATCH])).values(shard=writer.name))
-        conn.execute(update(shards).where(shards.c.name == shard).values(status="quarantined"))
-    store.reader.close()
-    target = store.subdir("quarantine") / f"{shard}-{time.strftime('%Y%m%d%H%M%S')}"
-    shutil.move(str(store.shards_dir / shard), target)
-    report.quarantined.append(str(target))
 
 
 def _delete_crops(store: Store, report: VerifyReport, crop_ids: list[int]) -> None:
