@@ -339,6 +339,8 @@ def test_a_read_only_store_answers_the_commands_that_only_read(filled, tmp_path,
         # writing fails with one line, and nothing on the mount changed
         assert graph_main(["build", *w, "--rebuild"]) == 2
         _one_line_error(capsys.readouterr().err)
+        assert store_main(["verify", *w, "--repair"]) == 2
+        _one_line_error(capsys.readouterr().err, "read-only")
     finally:
         subprocess.run(["umount", str(mount)])
 
