@@ -19,14 +19,15 @@ from pathlib import Path
 from vidmine.cli import (
     add_command,
     command_parser,
+    count,
     emit,
     format_lines,
+    natural,
     open_store,
     row_id,
     run_main,
     settings,
 )
-from vidmine.errors import UsageError
 from vidmine.sheets import contact_sheet
 
 from .build import build
@@ -83,8 +84,6 @@ def _show_png(store, report: dict, out: Path) -> Path:
 
 
 def cmd_show(args) -> int:
-    if args.radius < 0:
-        raise UsageError("--radius must be >= 0")
     with open_store(args) as store:
         report = show(store, args.node, args.radius)
         if args.png is not None:
@@ -130,7 +129,7 @@ def build_parser():
     add_command(commands, "stats", cmd_stats, "figures of the graph")
     p = add_command(commands, "show", cmd_show, "a crop's neighbourhood")
     p.add_argument("node", type=row_id, help="crop id")
-    p.add_argument("--radius", type=int, default=1, help="hops around the crop")
+    p.add_argument("--radius", type=natural, default=1, help="hops around the crop")
     p.add_argument("--png", nargs="?", const="", default=None, metavar="PATH",
                    help="also draw a contact sheet (default <workdir>/reports/show-NODE.png)")
     p = add_command(commands, "explain", cmd_explain, "why a pair exists")
@@ -138,17 +137,17 @@ def build_parser():
     p = add_command(commands, "sheet", cmd_sheet, "a contact sheet of tracks, clusters or pairs")
     p.add_argument("what", choices=SHEET_KINDS)
     p.add_argument("--ids", type=row_id, nargs="+", default=(), help="chosen ids (default: random)")
-    p.add_argument("--n", type=int, default=8, help="rows when choosing at random")
+    p.add_argument("--n", type=count, default=8, help="rows when choosing at random")
     p.add_argument("--kind", default="transitive", choices=PAIR_KINDS,
                    help="pair kind for random pairs")
-    p.add_argument("--per-row", type=int, default=10, help="most crops per row")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-row", type=count, default=10, help="most crops per row")
+    p.add_argument("--seed", type=natural, default=0)
     p.add_argument("--out", default=None, help="PNG path (default <workdir>/reports/graph-WHAT.png)")
     p = add_command(commands, "export", cmd_export, "a static HTML gallery of clusters and pairs")
     p.add_argument("--html", required=True, metavar="DIR", help="folder to write index.html into")
-    p.add_argument("--clusters", type=int, default=20, help="largest clusters to show")
-    p.add_argument("--pairs", type=int, default=20, help="random pairs of each kind")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clusters", type=count, default=20, help="largest clusters to show")
+    p.add_argument("--pairs", type=count, default=20, help="random pairs of each kind")
+    p.add_argument("--seed", type=natural, default=0)
     return parser
 
 

@@ -18,7 +18,9 @@ from pathlib import Path
 from vidmine.cli import (
     add_command,
     command_parser,
+    count,
     emit,
+    natural,
     open_store,
     run_main,
     settings,
@@ -157,8 +159,8 @@ def build_parser():
     p = add_command(commands, "synth", cmd_synth,
                     "write synthetic videos with ground truth (for trying out)", store=False)
     p.add_argument("out_dir", metavar="OUT_DIR")
-    p.add_argument("--videos", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--videos", type=count, default=4)
+    p.add_argument("--seed", type=natural, default=0)
     p.add_argument("--kind", choices=("flat", "solids"), default="flat",
                    help="flat: textured ellipses turning in the image plane; solids: 3D objects "
                         "of six categories turning out of plane under a moving light")
@@ -168,8 +170,8 @@ def build_parser():
     p = add_command(commands, "synth-sets", cmd_synth_sets,
                     "render invariance sets of held-out solids (for vidmine-eval)", store=False)
     p.add_argument("out_dir", metavar="OUT_DIR")
-    p.add_argument("--objects-per-category", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--objects-per-category", type=count, default=8)
+    p.add_argument("--seed", type=natural, default=0)
     return parser
 
 

@@ -129,6 +129,10 @@ def test_a_folder_of_hostile_files_is_mined_to_the_end(tmp_path, hostile_folder)
     (mine_main, ["run", ".", "--working-long-side", "0"], "working_long_side"),
     (graph_main, ["build", "--val-fraction", "1.5"], "val_fraction"),
     (eval_main, ["ris", "--size", "-3"], "size"),
+    (mine_main, ["synth", "out", "--videos", "-3"], "--videos"),
+    (mine_main, ["synth-sets", "out", "--objects-per-category", "0"], "--objects-per-category"),
+    (graph_main, ["sheet", "tracks", "--n", "-1"], "--n"),
+    (graph_main, ["show", "1", "--radius", "-1"], "--radius"),
 ])
 def test_nonsense_numbers_are_refused_with_one_line(tmp_path, capsys, main, argv, setting):
     assert main([*argv, "--workdir", str(tmp_path / "w")]) == 2

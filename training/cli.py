@@ -14,7 +14,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from vidmine.cli import add_command, command_parser, emit, open_store, print_json, run_main, settings
+from vidmine.cli import (
+    add_command,
+    command_parser,
+    count,
+    emit,
+    open_store,
+    print_json,
+    run_main,
+    settings,
+)
 from vidmine.text import safe_text
 
 from .config import SOURCES, TrainConfig
@@ -73,7 +82,7 @@ def build_parser():
                    help="checkpoint and log directory (default <workdir>/training/"
                         "<objective>-<backbone>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
-    p.add_argument("--until", type=int, default=None, metavar="STEP",
+    p.add_argument("--until", type=count, default=None, metavar="STEP",
                    help="stop at this step of the schedule (continue later with --resume)")
     add_command(commands, "sources", cmd_sources, "how many pairs each positive source offers",
                 settings=[TrainConfig])

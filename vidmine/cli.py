@@ -114,6 +114,26 @@ def row_id(text: str) -> int:
     return value
 
 
+def count(text: str) -> int:
+    """argparse type of a count that must be at least 1 (videos, rows, objects...)."""
+    return _whole(text, 1)
+
+
+def natural(text: str) -> int:
+    """argparse type of a whole number >= 0 (a seed, a radius)."""
+    return _whole(text, 0)
+
+
+def _whole(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
+    return value
+
+
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
