@@ -105,11 +105,8 @@ MAX_ROW_ID = 2**63 - 1   # SQL BIGINT
 
 def row_id(text: str) -> int:
     """argparse type of a row id (crop, pair, video): a whole number that fits a BIGINT."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an id: {text!r}") from None
-    if not 0 < value <= MAX_ROW_ID:
+    value = _whole(text, 1)
+    if value > MAX_ROW_ID:
         raise argparse.ArgumentTypeError(f"no row has id {text} (ids run from 1 to {MAX_ROW_ID})")
     return value
 
