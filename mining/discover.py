@@ -75,23 +75,31 @@ class Discovery:
 
 def discover(index: Index, root: str | Path, watch: StabilityWatch) -> Discovery:
     """One scan of ``root``: register the stable videos as pending and the files that are
-    not regular as skipped (each reported once, when first seen)."""
+    not regular as skipped. Each path goes to the index once per watch in each role, so a
+    daemon's scans of an unchanged folder write nothing; a path that turns from one into
+    the other (a link whose target arrives) is handled again."""
     found, odd = scan(root)
     ready = watch.ready(found)
-    register(index, ready)
-    skipped = {}
-    for path, reason in odd.items():
-        if index.add_videos([{"path": str(path), "status": "skipped", "error": reason}]):
-            skipped[str(path)] = reason
+    fresh = [p for p in ready if p not in watch.registered]
+    register(index, fresh)
+    watch.registered.update(fresh)
+    skipped = {str(p): reason for p, reason in odd.items() if p not in watch.reported}
+    if skipped:
+        index.add_videos({"path": p, "status": "skipped", "error": reason}
+                         for p, reason in skipped.items())
+        watch.reported.update(odd)
     return Discovery(len(found) - len(ready), skipped)
 
 
 @dataclass
 class StabilityWatch:
     """Remembers (size, mtime) per path across scans; a path is ready once unchanged for
-    ``stable_s`` seconds. Files older than ``stable_s`` at first sight are ready at once."""
+    ``stable_s`` seconds. Files older than ``stable_s`` at first sight are ready at once.
+    Also which paths :func:`discover` has registered, and which it reported not regular."""
     stable_s: float
     _seen: dict[Path, tuple[int, float, float]] = field(default_factory=dict)
+    registered: set[Path] = field(default_factory=set)
+    reported: set[Path] = field(default_factory=set)
 
     def ready(self, paths: list[Path]) -> list[Path]:
         now = time.time()

@@ -325,30 +325,27 @@ class Index:
                 conn.execute(videos.insert(), new)
         return len(new)
 
-    def requeue_videos(self, statuses: Sequence[str] = ("failed",), ids: Sequence[int] | None = None,
+    def requeue_videos(self, statuses: Sequence[str] = ("failed",),
                        paths: Sequence[str] | None = None, error_prefix: str | None = None) -> int:
-        """Set videos of ``statuses`` back to pending (attempts and error cleared), all of them
-        or those of ``ids`` / ``paths``, or whose error starts with ``error_prefix``."""
+        """Set videos of ``statuses`` back to pending, all of them or those of ``paths``, or
+        whose error starts with ``error_prefix``. Returns how many."""
         where = videos.c.status.in_(list(statuses))
         if error_prefix is not None:
             where &= videos.c.error.startswith(error_prefix, autoescape=True)
-        chunks: list = [None]
-        if ids is not None:
-            ids = list(ids)
-            chunks = [videos.c.id.in_(ids[lo:lo + 10_000]) for lo in range(0, len(ids), 10_000)]
-        elif paths is not None:
-            names = [path_columns(p)["path"] for p in paths]
-            chunks = [videos.c.path.in_(names[lo:lo + 10_000])
-                      for lo in range(0, len(names), 10_000)]
-        n = 0
         with self.write() as conn:
-            for chunk in chunks:
-                res = conn.execute(update(videos).where(where if chunk is None else where & chunk)
-                                   .values(status="pending", error=None, attempts=0,
-                                           lease_owner=None, lease_expires=None,
-                                           updated_at=time.time()))
-                n += res.rowcount
-        return n
+            if paths is None:
+                return self.requeue(conn, where)
+            names = [path_columns(p)["path"] for p in paths]
+            return sum(self.requeue(conn, where & videos.c.path.in_(names[lo:lo + 10_000]))
+                       for lo in range(0, len(names), 10_000))
+
+    @staticmethod
+    def requeue(conn: Connection, where) -> int:
+        """In transaction ``conn``: the videos ``where`` selects back to pending, as never
+        tried (attempts, error and lease cleared). Returns how many."""
+        return conn.execute(update(videos).where(where).values(
+            status="pending", error=None, attempts=0, lease_owner=None, lease_expires=None,
+            updated_at=time.time())).rowcount
 
     def claim_video(self, owner: str, lease_s: float, max_attempts: int = 3) -> dict | None:
         """Claim one pending video (or one whose lease expired) for ``owner``.

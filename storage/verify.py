@@ -280,9 +280,8 @@ def _delete_crops(store: Store, report: VerifyReport, crop_ids: list[int]) -> No
                 tracks.c.id.in_(tids[lo:lo + BATCH]) & ~still)).rowcount
         vids = sorted(video_ids)
         for lo in range(0, len(vids), BATCH):
-            report.requeued_videos += conn.execute(update(videos).where(
-                videos.c.id.in_(vids[lo:lo + BATCH]) & (videos.c.status == "done")).values(
-                    status="pending", error=None, attempts=0, updated_at=time.time())).rowcount
+            report.requeued_videos += store.index.requeue(conn, videos.c.id.in_(
+                vids[lo:lo + BATCH]) & (videos.c.status == "done"))
     report.repaired_rows = removed.pop("crops")
     report.removed = removed
 
