@@ -27,7 +27,7 @@ from vidmine.training.features import embed_images
 from . import probe as probes
 from . import report, sets
 from .retrieval import retrieval_metrics
-from .ris import ris_score
+from .ris import MIN_SET_SIZE, ris_score, scorable
 
 
 @dataclass
@@ -70,9 +70,7 @@ def _models(args, cfg: EvalConfig) -> dict[str, Extractor]:
     if cfg.untrained:
         torch.manual_seed(cfg.seed)
         models[f"untrained {cfg.backbone}"] = network(load_backbone(None, cfg.backbone))
-    for floor in cfg.floors:
-        if floor not in FLOORS:
-            raise UsageError(f"unknown floor {floor!r}; choose from {', '.join(FLOORS)}")
+    for floor in cfg.floors:   # names checked by EvalConfig's choices
         models[f"{floor} (floor)"] = FLOORS[floor]
     if not models:
         raise UsageError("nothing to evaluate: give --checkpoint or keep the floors")
@@ -124,9 +122,9 @@ def cmd_ris(args, cfg: EvalConfig) -> dict:
     models = _models(args, cfg)
     rows, charts = [], {f"top{k}": {} for k in cfg.k}
     for inv in _invariance_sets(args, cfg):
-        if np.bincount(inv.set_ids).max(initial=0) < 3:
-            print(f"vidmine-eval: skipped {safe_name(inv.label)}: RIS needs a set of 3 or more images",
-                  file=sys.stderr)
+        if not scorable(inv.set_ids):
+            print(f"vidmine-eval: skipped {safe_name(inv.label)}: RIS needs a set of "
+                  f"{MIN_SET_SIZE} or more images", file=sys.stderr)
             continue
         images = [load_rgb(im) for im in inv.images]
         for name, features in models.items():

@@ -22,6 +22,14 @@ def _group_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.add.reduceat(values, starts, axis=0)
 
 
+MIN_SET_SIZE = 3   # RIS counts only sets of at least this many images
+
+
+def scorable(set_ids: np.ndarray) -> bool:
+    """Does any set hold MIN_SET_SIZE or more images, so that RIS has something to score?"""
+    return np.unique(set_ids, return_counts=True)[1].max(initial=0) >= MIN_SET_SIZE
+
+
 def ris_per_unit(features: np.ndarray, set_ids: np.ndarray, class_ids: np.ndarray,
                  block: int = 256) -> tuple[np.ndarray, np.ndarray, float]:
     """Invariance I (classes x units), the sorted class ids, and p."""
@@ -34,11 +42,11 @@ def ris_per_unit(features: np.ndarray, set_ids: np.ndarray, class_ids: np.ndarra
     p = min(100.0 * (1.0 - 1.0 / len(classes)), 95.0)
     i = int(np.floor(n * p / 100.0))
 
-    # Sets with >= 3 images, their rows grouped together, and each set's class.
+    # Sets with >= MIN_SET_SIZE images, their rows grouped together, and each set's class.
     uniq_sets, set_index, set_sizes = np.unique(set_ids, return_inverse=True, return_counts=True)
-    keep_rows = set_sizes[set_index] >= 3
+    keep_rows = set_sizes[set_index] >= MIN_SET_SIZE
     if not keep_rows.any():
-        raise ValueError("no set has 3 or more images")
+        raise ValueError(f"no set has {MIN_SET_SIZE} or more images")
     rows = np.flatnonzero(keep_rows)
     rows = rows[np.argsort(set_index[rows], kind="stable")]
     row_set = set_index[rows]
