@@ -22,6 +22,7 @@ from vidmine.descriptors import handcrafted_descriptor, l2_normalize
 from vidmine.errors import UsageError
 from vidmine.images import decode_image
 from vidmine.progress import progress_bar
+from vidmine.storage.errors import StorageError
 from vidmine.storage.schema import crops, embedding_sets
 from vidmine.storage.store import Store
 
@@ -111,6 +112,16 @@ def load_embeddings(store: Store, model: str | None = None,
                       newest["model"], newest["checkpoint"], [s["id"] for s in chain])
 
 
+def _decode(blob: bytes, crop_id: int) -> np.ndarray:
+    # Every node needs a vector (a graph cannot cluster around a hole): an undecodable crop
+    # stops the embedding with one line naming it, for verify --repair to deal with.
+    try:
+        return decode_image(blob)
+    except ValueError:
+        raise StorageError(f"crop {crop_id} is not a decodable image; run "
+                           "`vidmine-store verify --repair`, then embed again") from None
+
+
 def embed(store: Store, cfg: GraphConfig, everything: bool = False,
           progress: bool = True) -> dict:
     """Embed the object crops that have no vector yet for this model (all with
@@ -137,7 +148,8 @@ def embed(store: Store, cfg: GraphConfig, everything: bool = False,
         for start in progress_bar(starts, desc="embed", unit="batch",
                                   disable=not progress or len(ids) == 0):
             blobs = store.reader.get_many(refs[start:start + cfg.batch_size])
-            chunks.append(embedder([decode_image(b) for b in blobs]))
+            chunks.append(embedder([_decode(b, crop_id) for b, crop_id in
+                                    zip(blobs, ids[start:start + cfg.batch_size])]))
         seconds = time.perf_counter() - t0
         summary = {"run_id": run.id, "model": model, "checkpoint": checkpoint,
                    "embedded": len(ids), "already_embedded": int((~todo).sum()),

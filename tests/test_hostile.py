@@ -256,6 +256,9 @@ def test_zeroed_crop_bytes_are_found_and_skipped_by_training_and_export(filled, 
     assert graph_main(["export", *w, "--html", str(tmp_path / "html"), "--clusters", "200",
                        "--pairs", "200"]) == 0
     assert f"skipped crop {crop_id}" in capsys.readouterr().err
+    # A graph needs a vector for every node: embedding stops with one line naming the crop.
+    assert graph_main(["embed", *w, "--all"]) == 2
+    _one_line_error(capsys.readouterr().err, f"crop {crop_id}", "verify --repair")
 
 
 @pytest.mark.slow
