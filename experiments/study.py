@@ -226,6 +226,51 @@ def evaluate(cli: Cli, kind: str, sets: Path, checkpoints: list[str], out: Path,
     return cli("vidmine-eval", *args)
 
 
+def oracle_transitive(work: Path, seed: int = 0) -> dict:
+    """Ablation ``--oracle-transitive``: every transitive pair keeps its anchor and gets as
+    positive a crop of another instance of the anchor's category, drawn from the rendered
+    ground truth: transitive pairs as a perfect clustering would make them. Rewrites the
+    pairs of this study's own store (its --out); nothing else reads them."""
+    from sqlalchemy import bindparam, select, update
+
+    from vidmine.arrays import lookup_sorted
+    from vidmine.graph.quality import crop_labels
+    from vidmine.storage.schema import pairs
+    from vidmine.storage.store import StorageConfig, Store
+
+    rng = np.random.default_rng(seed)
+    with Store(StorageConfig(workdir=str(work)), create=False) as store:
+        ids, instance, category, _ = crop_labels(store)
+        with store.index.read() as conn:
+            rows = conn.execute(select(pairs.c.id, pairs.c.anchor).where(
+                pairs.c.kind == "transitive")).all()
+        pair_id = np.array([r[0] for r in rows], np.int64)
+        anchor = lookup_sorted(ids, np.array([r[1] for r in rows], np.int64))
+        # Crops grouped by category; a positive is drawn until it is another instance.
+        known = np.flatnonzero(category >= 0)
+        by_category = {c: known[category[known] == c] for c in np.unique(category[known])}
+        positive = np.full(len(anchor), -1, np.int64)
+        for c, members in by_category.items():
+            todo = np.flatnonzero((anchor >= 0) & (category[np.maximum(anchor, 0)] == c))
+            for _ in range(20):   # a handful of redraws settle every pair
+                if not len(todo):
+                    break
+                draw = members[rng.integers(0, len(members), len(todo))]
+                ok = instance[draw] != instance[anchor[todo]]
+                positive[todo[ok]] = draw[ok]
+                todo = todo[~ok]
+        keep = positive >= 0
+        with store.index.write() as conn:
+            stmt = (update(pairs).where(pairs.c.id == bindparam("_id"))
+                    .values(positive=bindparam("_positive")))
+            conn.execute(stmt, [{"_id": int(i), "_positive": int(ids[j])}
+                                for i, j in zip(pair_id[keep], positive[keep])])
+            dropped = pair_id[~keep]
+            if len(dropped):   # anchors without ground truth: no oracle positive exists
+                conn.execute(pairs.delete().where(pairs.c.id.in_(dropped.tolist())))
+    return {"rewritten": int(keep.sum()), "dropped": int((~keep).sum())}
+
+
 # -- results ---------------------------------------------------------------------------------
 
 def arm_of(model: str) -> str:
@@ -358,6 +403,12 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
             f"{q[k]['right']} of {q[k]['scored']}" if q.get(k) else "-" for k in (
                 "intra_pairs_one_instance", "inter_edges_one_category", "inter_edges_one_instance",
                 "transitive_pairs_one_category")) + " |")
+    if "oracle-transitive" in state:
+        o = state["oracle-transitive"]
+        md += ["", f"**Ablation `--oracle-transitive`**: every transitive pair's positive was "
+               f"replaced by a crop of another instance of the anchor's category from the "
+               f"ground truth ({o['rewritten']} pairs; {o['dropped']} without ground truth "
+               "dropped): the transitive arms train on pairs a perfect clustering would make."]
     md += ["", "Evaluation: held-out rendered objects (none in any training video). Mean ± "
            "sample sd over seeds; floors that learn nothing are deterministic, but the "
            "untrained network has one initialisation per seed.", ""]
@@ -421,6 +472,9 @@ def run_study(args) -> Path:
         cli, work, boot, "triplet", "intra:1", p["bootstrap_steps"], 0, p))
     state["graph-bootstrap"] = stages.run("graph-bootstrap", lambda: graph(
         cli, work, p, model=str(boot / "final.pt")))
+    if args.oracle_transitive:
+        state["oracle-transitive"] = stages.run("oracle-transitive",
+                                                lambda: oracle_transitive(work))
     ris, retrieval = [], []
     for kind, acc in (("ris", ris), ("retrieval", retrieval)):
         result = stages.run(f"floors-{kind}", lambda k=kind: evaluate(
@@ -460,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mining tracker: kcf needs opencv-contrib; mil is in plain OpenCV")
     parser.add_argument("--deadline-min", type=float, default=None,
                         help="start no new stage after this many minutes (run again to go on)")
+    parser.add_argument("--oracle-transitive", action="store_true",
+                        help="ablation: replace each transitive pair's positive by a crop of "
+                             "another instance of the anchor's category (rendered ground truth)")
     parser.add_argument("--in-process", action="store_true",
                         help="call the CLIs' main() here instead of in fresh processes "
                              "(saves ~7 s of imports per call: for smoke checks)")
