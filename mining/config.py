@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from vidmine.config import validate
 from vidmine.errors import ConfigError
 
-TRACKERS = ("kcf", "csrt", "mil", "mosse")
+TRACKERS = ("kcf", "lk", "csrt", "mil", "mosse")
 PROPOSERS = ("motion", "selective_search")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv", ".vob")

@@ -35,7 +35,7 @@ from .motion import (
     motion_boxes,
     selective_search_boxes,
 )
-from .track import Crop, select_crops, track_and_check
+from .track import Crop, lk_track_and_check, select_crops, track_and_check
 
 
 @dataclass
@@ -77,6 +77,11 @@ class Views:
         return resize_long_side(gray, self.cfg.flow_long_side, cv2.INTER_AREA)[0]
 
     @cached_property
+    def small_gray(self) -> np.ndarray:
+        """``small`` in gray: the "lk" tracker's input."""
+        return cv2.cvtColor(self.small, cv2.COLOR_RGB2GRAY)
+
+    @cached_property
     def hist(self) -> np.ndarray:
         return color_histogram(self.small)
 
@@ -116,8 +121,11 @@ class _Miner:
         frames = [v.frame for v in window]
         small = [v.small for v in window]
         scale = small[0].shape[1] / frames[0].rgb.shape[1]
-        for seed in seeds:
-            boxes, error = track_and_check(cfg.tracker, small, seed * scale)
+        if cfg.tracker == "lk":
+            tracked = lk_track_and_check([v.small_gray for v in window], seeds * scale)
+        else:
+            tracked = (track_and_check(cfg.tracker, small, seed * scale) for seed in seeds)
+        for boxes, error in tracked:
             if len(boxes) < 2:
                 self.stats.tracks_short += 1
                 continue

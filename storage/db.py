@@ -37,6 +37,15 @@ class RunRecord:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+IN_BATCH = 10_000   # values per IN (...) clause: under SQLite's limit of bound values
+
+
+def in_batches(values: Sequence) -> Iterator[Sequence]:
+    """``values`` in slices that one IN (...) clause can hold."""
+    for lo in range(0, len(values), IN_BATCH):
+        yield values[lo:lo + IN_BATCH]
+
+
 def path_columns(path: str | Path) -> dict[str, Any]:
     """The ``path`` / ``path_bytes`` columns of a file name. Any name the OS gives is kept: a
     name that is not UTF-8 (surrogate-escaped by Python) is stored as its raw bytes, beside
@@ -317,9 +326,9 @@ class Index:
         with self.write() as conn:
             known = set()
             names = list(rows)
-            for lo in range(0, len(names), 10_000):
+            for batch in in_batches(names):
                 known |= set(conn.execute(select(videos.c.path).where(
-                    videos.c.path.in_(names[lo:lo + 10_000]))).scalars())
+                    videos.c.path.in_(batch))).scalars())
             new = [row for name, row in rows.items() if name not in known]
             if new:
                 conn.execute(videos.insert(), new)
@@ -336,8 +345,8 @@ class Index:
             if paths is None:
                 return self.requeue(conn, where)
             names = [path_columns(p)["path"] for p in paths]
-            return sum(self.requeue(conn, where & videos.c.path.in_(names[lo:lo + 10_000]))
-                       for lo in range(0, len(names), 10_000))
+            return sum(self.requeue(conn, where & videos.c.path.in_(batch))
+                       for batch in in_batches(names))
 
     @staticmethod
     def requeue(conn: Connection, where) -> int:

@@ -21,7 +21,7 @@ from vidmine.images import decode_image
 from vidmine.text import safe_name
 
 from .cropstore import CropReader, ShardWriter, new_shard_name
-from .db import Index, sqlite_url
+from .db import Index, in_batches, sqlite_url
 from .errors import StorageError
 from .schema import crops
 
@@ -119,9 +119,9 @@ class Store:
         ids = sorted({int(i) for i in crop_ids})
         refs = []
         with self.index.read() as conn:
-            for lo in range(0, len(ids), 10_000):  # under SQLite's limit of bound values
+            for batch in in_batches(ids):
                 refs += conn.execute(select(crops.c.id, crops.c.shard, crops.c.key)
-                                     .where(crops.c.id.in_(ids[lo:lo + 10_000]))).all()
+                                     .where(crops.c.id.in_(batch))).all()
         blobs = self.reader.get_many([(shard, key) for _, shard, key in refs], missing_ok=True)
         guard = BadCrops(job, total=len(refs))
         out = {}

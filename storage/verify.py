@@ -34,11 +34,10 @@ from vidmine.images import decodable
 from vidmine.progress import progress_bar
 
 from .cropstore import SEALED_MARK, ShardWriter, is_sealed, new_shard_name, shard_names, writer_alive
+from .db import in_batches
 from .errors import StorageError
 from .schema import crops, edges, graph_rows, pairs, shards, tracks, videos
 from .store import Store
-
-BATCH = 10_000   # ids per IN (...) clause: under SQLite's limit of bound values
 
 
 @dataclass
@@ -250,9 +249,9 @@ def _copy_crops(store: Store, report: VerifyReport, shard: str, wanted: dict[str
         moved += [k for k, _ in items]
     store.seal(writer)
     with store.index.write() as conn:
-        for lo in range(0, len(moved), BATCH):
+        for batch in in_batches(moved):
             conn.execute(update(crops).where((crops.c.shard == shard) & crops.c.key.in_(
-                moved[lo:lo + BATCH])).values(shard=writer.name))
+                batch)).values(shard=writer.name))
 
 
 def _delete_crops(store: Store, report: VerifyReport, crop_ids: list[int]) -> None:
@@ -261,8 +260,7 @@ def _delete_crops(store: Store, report: VerifyReport, crop_ids: list[int]) -> No
     removed = {"crops": 0, "edges": 0, "pairs": 0, "tracks": 0}
     video_ids, track_ids = set(), set()
     with store.index.write() as conn:
-        for lo in range(0, len(crop_ids), BATCH):
-            ids = crop_ids[lo:lo + BATCH]
+        for ids in in_batches(crop_ids):
             removed["edges"] += conn.execute(select(func.count()).select_from(edges).where(
                 or_(edges.c.src.in_(ids), edges.c.dst.in_(ids)))).scalar_one()
             removed["pairs"] += conn.execute(select(func.count()).select_from(pairs).where(
@@ -275,13 +273,13 @@ def _delete_crops(store: Store, report: VerifyReport, crop_ids: list[int]) -> No
             removed["crops"] += conn.execute(delete(crops).where(crops.c.id.in_(ids))).rowcount
         still = select(crops.c.id).where(crops.c.track_id == tracks.c.id).exists()
         tids = sorted(track_ids)
-        for lo in range(0, len(tids), BATCH):
+        for batch in in_batches(tids):
             removed["tracks"] += conn.execute(delete(tracks).where(
-                tracks.c.id.in_(tids[lo:lo + BATCH]) & ~still)).rowcount
+                tracks.c.id.in_(batch) & ~still)).rowcount
         vids = sorted(video_ids)
-        for lo in range(0, len(vids), BATCH):
+        for batch in in_batches(vids):
             report.requeued_videos += store.index.requeue(conn, videos.c.id.in_(
-                vids[lo:lo + BATCH]) & (videos.c.status == "done"))
+                batch) & (videos.c.status == "done"))
     report.repaired_rows = removed.pop("crops")
     report.removed = removed
 

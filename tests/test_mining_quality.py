@@ -13,7 +13,7 @@ from vidmine.mining.decode import VideoReader
 from vidmine.mining.motion import MotionDetector, color_histogram, is_shot_boundary, nms
 from vidmine.mining.pipeline import MiningStats, Views, mine_video
 from vidmine.mining.synthetic import generate_video, iou, track_quality
-from vidmine.mining.track import MAX_BOX_AREA, make_tracker, track_and_check
+from vidmine.mining.track import MAX_BOX_AREA, lk_track_and_check, make_tracker, track_and_check
 from vidmine.storage.store import StorageConfig, Store
 
 
@@ -65,7 +65,7 @@ def test_nms_and_tracker_factory():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], np.float32)
     keep = nms(boxes, np.array([0.9, 0.8, 0.7], np.float32), 0.3)
     assert keep.tolist() == [0, 2]
-    for name in ("kcf", "csrt", "mil", "mosse"):
+    for name in ("kcf", "csrt", "mil", "mosse"):   # ("lk" is not an OpenCV tracker object)
         assert make_tracker(name) is not None
     with pytest.raises(ValueError, match="unknown tracker"):
         make_tracker("medianflow-ish")
@@ -126,6 +126,44 @@ def test_a_big_box_is_tracked_at_the_capped_size_in_the_frames_pixels():
     assert len(boxes) == len(frames) and error < 0.05
     for k, tracked in enumerate(boxes):   # uncapped KCF: 0.9; a tracker pixel is ~2 px here
         assert iou(box + [3 * k, k, 3 * k, k], tracked[None])[0] > 0.75, (k, tracked)
+
+
+def test_lk_tracks_every_seed_at_once_and_loses_what_has_no_texture():
+    """The "lk" tracker follows two textured patches moving apart (one LK call per step for
+    both), checks each forward-backward, and drops a box on flat background."""
+    rng = np.random.default_rng(1)
+    def texture(h, w):
+        return cv2.GaussianBlur(rng.integers(0, 256, (h, w), np.uint8), (0, 0), 1.5)
+    a, b = texture(40, 50), texture(30, 30)
+    frames = []
+    for k in range(10):   # a moves 3 px right and 1 down per frame, b 2 px left
+        frame = np.full((144, 192), 128, np.uint8)
+        frame[20 + k:60 + k, 10 + 3 * k:60 + 3 * k] = a
+        frame[90:120, 150 - 2 * k:180 - 2 * k] = b
+        frames.append(frame)
+    seeds = np.array([[10, 20, 60, 60], [150, 90, 180, 120], [80, 120, 100, 140]], np.float32)
+    (boxes_a, err_a), (boxes_b, err_b), (boxes_flat, err_flat) = lk_track_and_check(frames, seeds)
+    assert len(boxes_a) == len(boxes_b) == len(frames) and err_a < 0.05 and err_b < 0.05
+    for k in range(len(frames)):
+        assert iou(seeds[0] + [3 * k, k, 3 * k, k], boxes_a[k][None])[0] > 0.85, k
+        assert iou(seeds[1] + [-2 * k, 0, -2 * k, 0], boxes_b[k][None])[0] > 0.85, k
+    assert len(boxes_flat) == 1 and err_flat == float("inf")
+
+
+def test_lk_box_grows_with_an_approaching_object():
+    rng = np.random.default_rng(2)
+    patch = cv2.GaussianBlur(rng.integers(0, 256, (64, 64), np.uint8), (0, 0), 2.0)
+    frames, sides = [], [32 + 3 * k for k in range(8)]   # the object grows ~9 % a frame
+    for side in sides:
+        frame = np.full((144, 192), 128, np.uint8)
+        y0, x0 = 72 - side // 2, 96 - side // 2
+        frame[y0:y0 + side, x0:x0 + side] = cv2.resize(patch, (side, side), interpolation=cv2.INTER_AREA)
+        frames.append(frame)
+    seed = np.array([[80, 56, 112, 88]], np.float32)
+    [(boxes, error)] = lk_track_and_check(frames, seed)
+    assert len(boxes) == len(frames) and error < 0.05
+    widths = [b[2] - b[0] for b in boxes]
+    assert abs(widths[-1] - sides[-1]) < 0.15 * sides[-1], widths
 
 
 def test_selective_search_proposer_mines_tracks(tmp_path):
