@@ -511,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     parser.add_argument("--out", help="output folder (default vidmine-data/study-<scale>)")
     parser.add_argument("--tracker", default="kcf",
-                        help="mining tracker: kcf needs opencv-contrib; mil is in plain OpenCV")
+                        help="mining tracker: kcf needs opencv-contrib; lk and mil are in plain OpenCV")
     parser.add_argument("--deadline-min", type=float, default=None,
                         help="start no new stage after this many minutes (run again to go on)")
     parser.add_argument("--oracle-transitive", action="store_true",
