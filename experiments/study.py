@@ -47,6 +47,12 @@ ARMS = {
     "moco-transitive": ("moco", "transitive:1"),
     "triplet-transitive": ("triplet", "transitive:1"),
 }
+# Ablation arms (not run unless named in --arms): intra-instance and transitive positives
+# mixed half and half, as the 2017 paper trained on both kinds of edge at once.
+ABLATION_ARMS = {
+    "moco-tracker-transitive": ("moco", "tracker:1,transitive:1"),
+    "triplet-intra-transitive": ("triplet", "intra:1,transitive:1"),
+}
 FLOOR_NAMES = ("untrained resnet18", "colour-histogram (floor)", "raw-pixels (floor)",
                "handcrafted (floor)")
 PRESETS = {
@@ -488,7 +494,7 @@ def run_study(args) -> Path:
     for seed in args.seeds:
         checkpoints = []
         for arm in args.arms:
-            objective, positives = ARMS[arm]
+            objective, positives = {**ARMS, **ABLATION_ARMS}[arm]
             key, run_dir = f"train-{arm}-s{seed}", out / "runs" / f"{arm}-s{seed}"
             state[key] = stages.run(key, lambda r=run_dir, o=objective, ps=positives, s=seed:
                                     train(cli, work, r, o, ps, p["steps"], s, p))
@@ -508,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=sorted(PRESETS), default="toy")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    parser.add_argument("--arms", nargs="+", choices=[*ARMS, *ABLATION_ARMS],
+                        default=list(ARMS))
     parser.add_argument("--out", help="output folder (default vidmine-data/study-<scale>)")
     parser.add_argument("--tracker", default="kcf",
                         help="mining tracker: kcf needs opencv-contrib; lk and mil are in plain OpenCV")
