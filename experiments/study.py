@@ -47,12 +47,17 @@ ARMS = {
     "moco-transitive": ("moco", "transitive:1"),
     "triplet-transitive": ("triplet", "transitive:1"),
 }
-# Ablation arms (not run unless named in --arms): intra-instance and transitive positives
-# mixed half and half, as the 2017 paper trained on both kinds of edge at once.
+# Ablation arms (run only when named in --arms): intra-instance and transitive positives
+# mixed half and half, as the 2017 paper trained on both kinds of edge at once; and arms
+# trained without MoCo v2's colour jitter and grayscale, which train colour away.
 ABLATION_ARMS = {
     "moco-tracker-transitive": ("moco", "tracker:1,transitive:1"),
     "triplet-intra-transitive": ("triplet", "intra:1,transitive:1"),
+    "moco-none-nocolour": ("moco", "none:1"),
+    "moco-tracker-nocolour": ("moco", "tracker:1"),
+    "triplet-transitive-nocolour": ("triplet", "transitive:1"),
 }
+ARM_FLAGS = {arm: ["--no-colour-augment"] for arm in ABLATION_ARMS if arm.endswith("-nocolour")}
 FLOOR_NAMES = ("untrained resnet18", "colour-histogram (floor)", "raw-pixels (floor)",
                "handcrafted (floor)")
 PRESETS = {
@@ -201,8 +206,8 @@ def graph(cli: Cli, work: Path, p: dict, model: str | None = None) -> dict:
 
 
 def train(cli: Cli, work: Path, run_dir: Path, objective: str, positives: str, steps: int,
-          seed: int, p: dict) -> dict:
-    args = ["train", "--workdir", work, "--out", run_dir, "--objective", objective,
+          seed: int, p: dict, flags: list[str] = ()) -> dict:
+    args = ["train", "--workdir", work, "--out", run_dir, "--objective", objective, *flags,
             "--positives", positives, "--backbone", "resnet18", "--steps", steps,
             "--batch-size", p["batch_size"], "--image-size", p["image_size"], "--lr", p["lr"],
             "--warmup-steps", p["warmup_steps"], "--workers", p["workers"], "--seed", seed,
@@ -495,9 +500,10 @@ def run_study(args) -> Path:
         checkpoints = []
         for arm in args.arms:
             objective, positives = {**ARMS, **ABLATION_ARMS}[arm]
+            flags = ARM_FLAGS.get(arm, [])
             key, run_dir = f"train-{arm}-s{seed}", out / "runs" / f"{arm}-s{seed}"
-            state[key] = stages.run(key, lambda r=run_dir, o=objective, ps=positives, s=seed:
-                                    train(cli, work, r, o, ps, p["steps"], s, p))
+            state[key] = stages.run(key, lambda r=run_dir, o=objective, ps=positives, s=seed,
+                                    f=flags: train(cli, work, r, o, ps, p["steps"], s, p, f))
             checkpoints.append(state[key]["checkpoint"])
         for kind, acc in (("ris", ris), ("retrieval", retrieval)):
             result = stages.run(f"eval-{kind}-{tag}-s{seed}", lambda k=kind, c=checkpoints, s=seed:

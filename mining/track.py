@@ -131,27 +131,34 @@ def _lk_step(gray_a: np.ndarray, gray_b: np.ndarray, boxes: np.ndarray,
     fb = np.linalg.norm((back - pts).reshape(k, -1, 2), axis=-1)
     good = (st1.ravel() == 1).reshape(k, -1) & (st2.ravel() == 1).reshape(k, -1) \
         & (fb < LK_MAX_POINT_FB)
-    motion = (fwd - pts).reshape(k, -1, 2)
     held = good.mean(1) >= LK_MIN_GOOD
-    moved = boxes.copy()
     before, after = pts.reshape(k, -1, 2), fwd.reshape(k, -1, 2)
-    for i in np.flatnonzero(held):      # k <= max_boxes: a few medians
-        g = good[i]
-        shift = np.median(motion[i][g], axis=0)
-        # Scale: the median ratio of the distances between the good points, after / before.
-        d0 = np.linalg.norm(before[i][g][:, None] - before[i][g][None], axis=-1)
-        d1 = np.linalg.norm(after[i][g][:, None] - after[i][g][None], axis=-1)
-        upper = np.triu_indices(int(g.sum()), 1)
-        scale = float(np.median(d1[upper] / np.maximum(d0[upper], 1e-6))) if len(upper[0]) else 1.0
-        scale = min(max(scale, 1 / LK_MAX_SCALE_STEP), LK_MAX_SCALE_STEP)
-        centre = (boxes[i, :2] + boxes[i, 2:]) / 2 + shift
-        half = (boxes[i, 2:] - boxes[i, :2]) / 2 * scale
-        moved[i] = np.concatenate([centre - half, centre + half])
+    shift = masked_median((after - before).transpose(0, 2, 1), good[:, None, :])   # (k, 2)
+    # Scale: the median ratio of the distances between the good points, after / before.
+    d0 = np.linalg.norm(before[:, :, None] - before[:, None], axis=-1)
+    d1 = np.linalg.norm(after[:, :, None] - after[:, None], axis=-1)
+    pairs = good[:, :, None] & good[:, None, :] & np.triu(np.ones(d0.shape[1:], bool), 1)
+    scale = masked_median((d1 / np.maximum(d0, 1e-6)).reshape(k, -1), pairs.reshape(k, -1))
+    scale = np.clip(np.nan_to_num(scale, nan=1.0), 1 / LK_MAX_SCALE_STEP, LK_MAX_SCALE_STEP)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2 + np.nan_to_num(shift)
+    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * scale[:, None]
+    moved = np.where(held[:, None], np.concatenate([centre - half, centre + half], 1), boxes)
     h, w = shape
     bw, bh = moved[:, 2] - moved[:, 0], moved[:, 3] - moved[:, 1]
     inside = (moved[:, 0] >= -0.25 * bw) & (moved[:, 1] >= -0.25 * bh) \
         & (moved[:, 2] <= w + 0.25 * bw) & (moved[:, 3] <= h + 0.25 * bh)
     return moved.astype(np.float32), held & inside
+
+
+def masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """np.median over the last axis of the entries where ``mask`` holds, for every row at
+    once (nan for a row with none): one sort instead of a median per box."""
+    mask = np.broadcast_to(mask, values.shape)
+    ordered = np.sort(np.where(mask, values, np.inf), axis=-1)
+    n = mask.sum(-1, keepdims=True)
+    lo = np.take_along_axis(ordered, np.maximum(n - 1, 0) // 2, -1)
+    hi = np.take_along_axis(ordered, n // 2 - (n == 0), -1)
+    return np.where(n > 0, (lo + hi) / 2, np.nan)[..., 0]
 
 
 def lk_track(grays: list[np.ndarray], seeds: np.ndarray) -> list[list[np.ndarray]]:

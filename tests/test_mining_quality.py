@@ -13,7 +13,13 @@ from vidmine.mining.decode import VideoReader
 from vidmine.mining.motion import MotionDetector, color_histogram, is_shot_boundary, nms
 from vidmine.mining.pipeline import MiningStats, Views, mine_video
 from vidmine.mining.synthetic import generate_video, iou, track_quality
-from vidmine.mining.track import MAX_BOX_AREA, lk_track_and_check, make_tracker, track_and_check
+from vidmine.mining.track import (
+    MAX_BOX_AREA,
+    lk_track_and_check,
+    make_tracker,
+    masked_median,
+    track_and_check,
+)
 from vidmine.storage.store import StorageConfig, Store
 
 
@@ -164,6 +170,18 @@ def test_lk_box_grows_with_an_approaching_object():
     assert len(boxes) == len(frames) and error < 0.05
     widths = [b[2] - b[0] for b in boxes]
     assert abs(widths[-1] - sides[-1]) < 0.15 * sides[-1], widths
+
+
+def test_masked_median_is_numpys_median_of_the_kept_entries_row_by_row():
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(6, 2, 64)).astype(np.float32)
+    mask = rng.random((6, 1, 64)) < np.array([0.0, 1 / 64, 0.1, 0.5, 0.9, 1.0])[:, None, None]
+    mask[1, 0, 5] = True      # exactly one entry: odd counts, even counts and none all occur
+    got = masked_median(values, mask)
+    assert got.shape == (6, 2) and np.isnan(got[0]).all()
+    for i in range(1, 6):
+        kept = values[i][:, mask[i, 0]]
+        np.testing.assert_array_equal(got[i], np.median(kept, axis=-1))
 
 
 def test_selective_search_proposer_mines_tracks(tmp_path):

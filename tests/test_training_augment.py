@@ -109,6 +109,22 @@ def test_cpu_loader_recipes_give_uint8_batches():
         CpuAugment(32, "pil")
 
 
+def test_colour_augment_off_keeps_every_colour_and_on_changes_them():
+    """--no-colour-augment (an ablation of the study) drops jitter and grayscale from both CPU
+    recipes: a flat red image stays red through crops, flips and blur; with them, most of
+    the draws (jitter p 0.8, grayscale p 0.2) come out another colour."""
+    red = torch.tensor([200, 40, 40], dtype=torch.uint8).view(3, 1, 1)
+    imgs = [red.expand(3, 40, 50).clone() for _ in range(32)]
+    for kind in ("v2", "batched"):
+        torch.manual_seed(0)
+        kept = CpuAugment(32, kind, colour=False)(imgs).float()
+        assert (kept - red.view(1, 3, 1, 1)).abs().max() <= 1, kind
+        torch.manual_seed(0)
+        changed = CpuAugment(32, kind)(imgs).float()
+        moved = (changed - red.view(1, 3, 1, 1)).abs().amax(dim=(1, 2, 3)) > 10
+        assert moved.sum() >= 16, (kind, moved.sum())
+
+
 @pytest.mark.parametrize("side, size", [(40, 64), (56, 32), (50, 48)])
 def test_resized_crops_at_the_edge_of_a_small_image_are_not_darkened(side, size):
     """A crop touching the right and bottom edge of an image smaller than the largest of the

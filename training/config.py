@@ -61,6 +61,9 @@ class TrainConfig:
         "help": "tracker/temporal: least distance in source frames between the two views"})
     max_gap: int = field(default=150, metadata={
         "help": "tracker/temporal: largest distance in source frames between the two views"})
+    colour_augment: bool = field(default=True, metadata={
+        "help": "MoCo v2's colour jitter and random grayscale (--no-colour-augment: crops, "
+                "flips and blur only; an ablation)"})
     gpu_augment: str = field(default="auto", metadata={"choices": ("auto", "on", "off"),
         "help": "decode JPEGs with nvjpeg and augment on the GPU: auto (when CUDA), on, off"})
     cpu_augment: str = field(default="v2", metadata={"choices": ("v2", "batched"),

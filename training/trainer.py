@@ -104,7 +104,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(cfg.warmup_steps, cfg.steps))
         self.step = 0
-        self.augment = BatchAugment(cfg.image_size)
+        self.augment = BatchAugment.recipe(cfg.image_size, cfg.colour_augment)
         self.bad_crops = BadCrops("vidmine-train", total=len(self.data.table))
         self._stop = False
         if saved is not None:
@@ -139,7 +139,8 @@ class Trainer:
         cfg = self.cfg
         sampler = MixBatchSampler(self.data.sizes, self.data.weights, cfg.batch_size, cfg.steps,
                                   cfg.seed, self.rank, start_step=self.step)
-        augment = None if self.gpu_augment else CpuAugment(cfg.image_size, cfg.cpu_augment)
+        augment = None if self.gpu_augment else \
+            CpuAugment(cfg.image_size, cfg.cpu_augment, cfg.colour_augment)
         dataset = PairDataset(self.data, self.store.reader, augment, cfg.seed, self.rank)
         return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=cfg.workers,
                           pin_memory=self.cuda, prefetch_factor=4 if cfg.workers else None)
