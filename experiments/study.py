@@ -56,6 +56,7 @@ ABLATION_ARMS = {
     "moco-none-nocolour": ("moco", "none:1"),
     "moco-tracker-nocolour": ("moco", "tracker:1"),
     "triplet-transitive-nocolour": ("triplet", "transitive:1"),
+    "triplet-intra-transitive-nocolour": ("triplet", "intra:1,transitive:1"),
 }
 ARM_FLAGS = {arm: ["--no-colour-augment"] for arm in ABLATION_ARMS if arm.endswith("-nocolour")}
 FLOOR_NAMES = ("untrained resnet18", "colour-histogram (floor)", "raw-pixels (floor)",
