@@ -13,6 +13,9 @@ Arms (same backbone, steps, batch, image size, learning rate):
     moco-tracker        MoCo v2, two crops of one track 5-150 frames apart (Region Tracker)
     moco-transitive     MoCo v2, transitive pairs (intra + inter variation at once)
     triplet-transitive  triplet ranking loss on transitive pairs (Wang, He, Gupta 2017)
+Ablation arms, run only when named in --arms: moco-tracker-transitive and
+triplet-intra-transitive (intra-instance and transitive positives half and half), and
+*-nocolour arms trained without colour jitter and grayscale (docs/study.md, "Ablation").
 Floors: an untrained network (one per seed), a colour histogram, raw 8x8 pixels and the
 hand-crafted descriptor.
 
@@ -58,7 +61,7 @@ ABLATION_ARMS = {
     "triplet-transitive-nocolour": ("triplet", "transitive:1"),
     "triplet-intra-transitive-nocolour": ("triplet", "intra:1,transitive:1"),
 }
-ARM_FLAGS = {arm: ["--no-colour-augment"] for arm in ABLATION_ARMS if arm.endswith("-nocolour")}
+ARM_FLAGS = {arm: ("--no-colour-augment",) for arm in ABLATION_ARMS if arm.endswith("-nocolour")}
 FLOOR_NAMES = ("untrained resnet18", "colour-histogram (floor)", "raw-pixels (floor)",
                "handcrafted (floor)")
 PRESETS = {
@@ -207,7 +210,7 @@ def graph(cli: Cli, work: Path, p: dict, model: str | None = None) -> dict:
 
 
 def train(cli: Cli, work: Path, run_dir: Path, objective: str, positives: str, steps: int,
-          seed: int, p: dict, flags: list[str] = ()) -> dict:
+          seed: int, p: dict, flags: tuple[str, ...] = ()) -> dict:
     args = ["train", "--workdir", work, "--out", run_dir, "--objective", objective, *flags,
             "--positives", positives, "--backbone", "resnet18", "--steps", steps,
             "--batch-size", p["batch_size"], "--image-size", p["image_size"], "--lr", p["lr"],
@@ -235,7 +238,14 @@ def evaluate(cli: Cli, kind: str, sets: Path, checkpoints: list[str], out: Path,
     args += ["--no-untrained"] if seed is None else ["--untrained", "--seed", seed, "--floors", ""]
     for ckpt in checkpoints:
         args += ["--checkpoint", ckpt]
-    return cli("vidmine-eval", *args)
+    result = cli("vidmine-eval", *args)
+    if len(checkpoints) == 1:
+        # vidmine-eval names a lone checkpoint by its stem ('final'); arm_of needs its run.
+        path = Path(checkpoints[0])
+        for row in result["results"]:
+            if row["model"] == path.stem:
+                row["model"] = f"{path.parent.name}/{path.stem}"
+    return result
 
 
 def oracle_transitive(work: Path, seed: int = 0) -> dict:
@@ -501,7 +511,7 @@ def run_study(args) -> Path:
         checkpoints = []
         for arm in args.arms:
             objective, positives = {**ARMS, **ABLATION_ARMS}[arm]
-            flags = ARM_FLAGS.get(arm, [])
+            flags = ARM_FLAGS.get(arm, ())
             key, run_dir = f"train-{arm}-s{seed}", out / "runs" / f"{arm}-s{seed}"
             state[key] = stages.run(key, lambda r=run_dir, o=objective, ps=positives, s=seed,
                                     f=flags: train(cli, work, r, o, ps, p["steps"], s, p, f))

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 STUDY = Path(__file__).resolve().parents[1] / "experiments" / "study.py"
 
@@ -55,3 +56,13 @@ def test_study_smoke(tmp_path, capsys):
     assert study.main([*argv, "--seeds", "0", "1", "--deadline-min", "0"]) == 3
     assert not (out / "runs" / "moco-none-s1").exists()
     assert "deadline" in capsys.readouterr().err
+
+    # An ablation arm, named in --arms, trains with its own flags on the same data and graph.
+    arm = "triplet-intra-transitive-nocolour"
+    assert study.main([*argv, "--arms", arm]) == 0
+    saved = torch.load(out / "runs" / f"{arm}-s0" / "final.pt", map_location="cpu",
+                       weights_only=False)
+    assert saved["config"]["colour_augment"] is False
+    assert saved["config"]["positives"] == "intra:1,transitive:1"
+    assert {study.arm_of(r["model"]) for r in json.loads(
+        (out / "results.json").read_text())["ris"]} == {arm, *study.FLOOR_NAMES}
