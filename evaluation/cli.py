@@ -54,6 +54,9 @@ class EvalConfig:
 Extractor = Callable[[list[np.ndarray]], np.ndarray]
 
 
+TRAINER_CHECKPOINTS = ("final", "last")   # vidmine-train's file names, without .pt
+
+
 def _models(args, cfg: EvalConfig) -> dict[str, Extractor]:
     """Name -> features of a list of RGB images: every checkpoint, then the floors that
     learn nothing (an untrained network, the descriptors of ``cfg.floors``)."""
@@ -64,8 +67,10 @@ def _models(args, cfg: EvalConfig) -> dict[str, Extractor]:
     paths = [Path(p) for p in args.checkpoint or []]
     stems = [p.stem for p in paths]
     for path in paths:
-        # Checkpoints are often all called final.pt: name them by their run folder then.
-        name = path.stem if stems.count(path.stem) == 1 else f"{path.parent.name}/{path.stem}"
+        # The trainer calls every run's checkpoints final.pt and last.pt, and runs are often
+        # compared side by side: name those, and any name given twice, by their run folder.
+        named_by_run = path.stem in TRAINER_CHECKPOINTS or stems.count(path.stem) > 1
+        name = f"{path.parent.name}/{path.stem}" if named_by_run else path.stem
         models[name] = network(load_backbone(path, cfg.backbone))
     if cfg.untrained:
         torch.manual_seed(cfg.seed)

@@ -61,6 +61,7 @@ ABLATION_ARMS = {
     "triplet-transitive-nocolour": ("triplet", "transitive:1"),
     "triplet-intra-transitive-nocolour": ("triplet", "intra:1,transitive:1"),
 }
+ALL_ARMS = {**ARMS, **ABLATION_ARMS}
 ARM_FLAGS = {arm: ("--no-colour-augment",) for arm in ABLATION_ARMS if arm.endswith("-nocolour")}
 FLOOR_NAMES = ("untrained resnet18", "colour-histogram (floor)", "raw-pixels (floor)",
                "handcrafted (floor)")
@@ -238,14 +239,7 @@ def evaluate(cli: Cli, kind: str, sets: Path, checkpoints: list[str], out: Path,
     args += ["--no-untrained"] if seed is None else ["--untrained", "--seed", seed, "--floors", ""]
     for ckpt in checkpoints:
         args += ["--checkpoint", ckpt]
-    result = cli("vidmine-eval", *args)
-    if len(checkpoints) == 1:
-        # vidmine-eval names a lone checkpoint by its stem ('final'); arm_of needs its run.
-        path = Path(checkpoints[0])
-        for row in result["results"]:
-            if row["model"] == path.stem:
-                row["model"] = f"{path.parent.name}/{path.stem}"
-    return result
+    return cli("vidmine-eval", *args)
 
 
 def oracle_transitive(work: Path, seed: int = 0) -> dict:
@@ -510,7 +504,7 @@ def run_study(args) -> Path:
     for seed in args.seeds:
         checkpoints = []
         for arm in args.arms:
-            objective, positives = {**ARMS, **ABLATION_ARMS}[arm]
+            objective, positives = ALL_ARMS[arm]
             flags = ARM_FLAGS.get(arm, ())
             key, run_dir = f"train-{arm}-s{seed}", out / "runs" / f"{arm}-s{seed}"
             state[key] = stages.run(key, lambda r=run_dir, o=objective, ps=positives, s=seed,
@@ -531,8 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=sorted(PRESETS), default="toy")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--arms", nargs="+", choices=[*ARMS, *ABLATION_ARMS],
-                        default=list(ARMS))
+    parser.add_argument("--arms", nargs="+", choices=list(ALL_ARMS), default=list(ARMS))
     parser.add_argument("--out", help="output folder (default vidmine-data/study-<scale>)")
     parser.add_argument("--tracker", default="kcf",
                         help="mining tracker: kcf needs opencv-contrib; lk and mil are in plain OpenCV")
