@@ -1,6 +1,7 @@
 """experiments/study.py end to end at the smallest scale, with the CLIs called in-process:
 every arm trains, every network is evaluated, the table is written, and a second run of the
-same command reuses every stage instead of redoing it."""
+same command reuses every stage instead of redoing it; experiments/curve.py reads the runs
+back."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,10 +12,11 @@ import pytest
 import torch
 
 STUDY = Path(__file__).resolve().parents[1] / "experiments" / "study.py"
+CURVE = STUDY.with_name("curve.py")
 
 
-def _study():
-    spec = importlib.util.spec_from_file_location("study", STUDY)
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -22,7 +24,7 @@ def _study():
 
 @pytest.mark.slow
 def test_study_smoke(tmp_path, capsys):
-    study = _study()
+    study = _load(STUDY)
     out = tmp_path / "study"
     argv = ["--scale", "toy", "--seeds", "0", "--out", str(out), "--synth-train", "4",
             "--objects-per-category", "3", "--steps", "2", "--bootstrap-steps", "2",
@@ -66,3 +68,17 @@ def test_study_smoke(tmp_path, capsys):
     assert saved["config"]["positives"] == "intra:1,transitive:1"
     assert {study.arm_of(r["model"]) for r in json.loads(
         (out / "results.json").read_text())["ris"]} == {arm, *study.FLOOR_NAMES}
+
+    # experiments/curve.py reads the runs back: one point per run, floors beside, a chart.
+    curve = _load(CURVE)
+    metric = "viewpoint (rendered) top10"
+    points, floors = curve.load_points([out, out], arm, metric)
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert [p["steps"] for p in points] == [2, 2]
+    assert points[0]["values"] == summary[arm][metric]["values"]
+    assert set(floors) == {m for m in summary if m != arm}
+    assert f"| | 2 | {points[0]['values'][0]:.1f} |" in curve.table(points, floors, arm, metric)
+    curve.plot(points, floors, arm, metric, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="no 'viewpoint"):
+        curve.load_points([out], "no-such-arm", metric)
