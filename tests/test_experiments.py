@@ -77,8 +77,10 @@ def test_study_smoke(tmp_path, capsys):
     assert [p["steps"] for p in points] == [2, 2]
     assert points[0]["values"] == summary[arm][metric]["values"]
     assert set(floors) == {m for m in summary if m != arm}
-    assert f"| | 2 | {points[0]['values'][0]:.1f} |" in curve.table(points, floors, arm, metric)
-    curve.plot(points, floors, arm, metric, tmp_path / "curve.png")
+    assert [p["videos"] for p in points] == [4, 4]
+    row = f"| | 4 | 2 | {points[0]['values'][0]:.1f} |"
+    assert row in curve.table(points, floors, arm, metric)
+    curve.plot(points, floors, arm, metric, tmp_path / "curve.png", x="videos")
     assert (tmp_path / "curve.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="no 'viewpoint"):
         curve.load_points([out], "no-such-arm", metric)
