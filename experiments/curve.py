@@ -22,8 +22,8 @@ UNTRAINED = "untrained"
 
 
 def load_points(run_dirs: list[Path], arm: str, metric: str) -> tuple[list[dict], dict]:
-    """Per run: steps and the arm's per-seed values; the floors (and the untrained network)
-    from the first run that has them."""
+    """Per run: its steps, training videos and the arm's per-seed values; the floors (and the
+    untrained network) from the first run that has them."""
     points, floors = [], {}
     for run in run_dirs:
         results = json.loads((run / "results.json").read_text())
@@ -33,8 +33,7 @@ def load_points(run_dirs: list[Path], arm: str, metric: str) -> tuple[list[dict]
                              f"(arms: {', '.join(sorted(summary))})")
         points.append({"run": run.name, "steps": int(results["preset"]["steps"]),
                        "videos": int(results["preset"]["synth_train"]),
-                       "values": summary[arm][metric]["values"],
-                       "commits": results.get("commits", [])})
+                       "values": summary[arm][metric]["values"]})
         for model, scores in summary.items():
             if (FLOOR_MARK in model or model.startswith(UNTRAINED)) and metric in scores:
                 floors.setdefault(model, scores[metric]["values"])
