@@ -467,6 +467,27 @@ OVERRIDABLE = ("synth_train", "objects_per_category", "steps", "bootstrap_steps"
                "image_size")
 
 
+# What the stages' results depend on (not how many processes made them).
+RESULT_SETTINGS = (*OVERRIDABLE, "lr", "warmup_steps", "cpu_augment")
+
+
+def check_settings(out: Path, p: dict, args) -> None:
+    """Stages are found by name, so resuming a folder with other settings would silently reuse
+    results made with the old ones: the first run's settings are kept and a change refused."""
+    settings = {"scale": args.scale, "tracker": args.tracker,
+                "oracle_transitive": bool(args.oracle_transitive),
+                **{k: p[k] for k in RESULT_SETTINGS}}
+    path = out / "state" / "settings.json"
+    if not path.is_file():
+        path.write_text(json.dumps(settings, indent=2))
+        return
+    saved = json.loads(path.read_text())
+    changed = [f"{k} {saved.get(k)} -> {v}" for k, v in settings.items() if saved.get(k) != v]
+    if changed:
+        raise SystemExit(f"study: {out} holds a study with other settings ({'; '.join(changed)});"
+                         " choose another --out")
+
+
 def run_study(args) -> Path:
     p = dict(PRESETS[args.scale])
     p.update({k: getattr(args, k) for k in OVERRIDABLE if getattr(args, k) is not None})
@@ -474,6 +495,7 @@ def run_study(args) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cli = Cli(out / "study.log", in_process=args.in_process)
     stages = Stages(out, None if args.deadline_min is None else args.deadline_min * 60)
+    check_settings(out, p, args)
     commits(out)
     work, sets = out / "work", out / "sets"
 

@@ -59,6 +59,10 @@ def test_study_smoke(tmp_path, capsys):
     assert not (out / "runs" / "moco-none-s1").exists()
     assert "deadline" in capsys.readouterr().err
 
+    # Other settings in the same folder are refused: its stages were made with the old ones.
+    with pytest.raises(SystemExit, match="steps 2 -> 3"):
+        study.main([*argv, "--steps", "3"])
+
     # An ablation arm, named in --arms, trains with its own flags on the same data and graph.
     arm = "triplet-intra-transitive-nocolour"
     assert study.main([*argv, "--arms", arm]) == 0
