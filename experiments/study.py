@@ -67,16 +67,16 @@ FLOOR_NAMES = ("untrained resnet18", "colour-histogram (floor)", "raw-pixels (fl
                "handcrafted (floor)")
 PRESETS = {
     # A smoke check of the plumbing: says nothing about the claim.
-    "toy": dict(synth_train=4, objects_per_category=3, steps=4, bootstrap_steps=4,
-                batch_size=8, image_size=32, lr=0.3, warmup_steps=0, workers=0,
+    "toy": dict(synth_train=4, train_objects=300, objects_per_category=3, steps=4,
+                bootstrap_steps=4, batch_size=8, image_size=32, lr=0.3, warmup_steps=0, workers=0,
                 mine_workers=2, eval_batch=64, cpu_augment="batched"),
     # 2 CPU cores, <= 150 min in all (docs/study.md: how the budget was measured and chosen).
-    "cpu": dict(synth_train=200, objects_per_category=8, steps=500, bootstrap_steps=300,
-                batch_size=64, image_size=32, lr=0.3, warmup_steps=30, workers=1,
+    "cpu": dict(synth_train=200, train_objects=300, objects_per_category=8, steps=500,
+                bootstrap_steps=300, batch_size=64, image_size=32, lr=0.3, warmup_steps=30, workers=1,
                 mine_workers=2, eval_batch=256, cpu_augment="batched"),
     # One H100: more data, longer runs, larger images (not yet measured).
-    "gpu": dict(synth_train=1600, objects_per_category=12, steps=4000, bootstrap_steps=1000,
-                batch_size=256, image_size=64, lr=0.3, warmup_steps=100, workers=8,
+    "gpu": dict(synth_train=1600, train_objects=300, objects_per_category=12, steps=4000,
+                bootstrap_steps=1000, batch_size=256, image_size=64, lr=0.3, warmup_steps=100, workers=8,
                 mine_workers=min(14, os.cpu_count() or 1), eval_batch=512, cpu_augment="v2"),
 }
 # Longer tracks, every sampled frame kept, 12 fps: ~3x the crops of the defaults per video.
@@ -128,12 +128,13 @@ class Cli:
         # installed (a bare GPU machine with the dependencies carried as wheels).
         return [sys.executable, "-m", MODULES[name], *argv]
 
-    def synth(self, folder: Path, n: int, base_seed: int, parallel: int) -> None:
-        """``n`` synthetic videos from up to ``parallel`` generator calls with distinct seeds
-        (one generator call is one process)."""
+    def synth(self, folder: Path, n: int, objects: int, base_seed: int, parallel: int) -> None:
+        """``n`` synthetic videos of solids drawn from ``objects`` training instances, from up
+        to ``parallel`` generator calls with distinct seeds (one generator call is one process)."""
         chunks = [c for c in np.array_split(np.arange(n), max(1, min(parallel, n))) if len(c)]
         specs = [["synth", str(folder), "--videos", str(len(c)), "--seed", str(base_seed + i),
-                  "--kind", "solids", "--pool", "train"] for i, c in enumerate(chunks)]
+                  "--kind", "solids", "--pool", "train",
+                  "--pool-size", str(objects)] for i, c in enumerate(chunks)]
         if self.in_process:
             for argv in specs:
                 self("vidmine-mine", *argv)
@@ -178,11 +179,12 @@ def prepare_data(cli: Cli, out: Path, p: dict) -> dict:
     videos = out / "videos"
     shutil.rmtree(videos, ignore_errors=True)
     videos.mkdir(parents=True)
-    cli.synth(videos, p["synth_train"], 100, p["mine_workers"])
+    cli.synth(videos, p["synth_train"], p["train_objects"], 100, p["mine_workers"])
     manifest = cli("vidmine-mine", "synth-sets", out / "sets", "--objects-per-category",
                    p["objects_per_category"], "--json")
     # textures are cut from these photos when they exist (procedural patterns otherwise)
     return {"texture_photos": len(list(photos.glob("*.jpg"))), "videos": p["synth_train"],
+            "train_objects": p["train_objects"],
             "sets": manifest["kinds"], "retrieval": manifest["retrieval"]}
 
 
@@ -463,8 +465,8 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
 
 # -- the study -------------------------------------------------------------------------------
 
-OVERRIDABLE = ("synth_train", "objects_per_category", "steps", "bootstrap_steps", "batch_size",
-               "image_size")
+OVERRIDABLE = ("synth_train", "train_objects", "objects_per_category", "steps",
+               "bootstrap_steps", "batch_size", "image_size")
 
 
 # What the stages' results depend on (not how many processes made them).

@@ -5,6 +5,7 @@
     vidmine-mine status [--json]
     vidmine-mine retry [--skipped] [VIDEO ...]    queue failed videos again (after a fix)
     vidmine-mine synth OUT_DIR [--videos N] [--seed S] [--kind flat|solids] [--pool train|heldout]
+                                        [--pool-size N]
     vidmine-mine synth-sets OUT_DIR [--objects-per-category N]   rendered invariance sets
 
 ``vidmine-store verify`` checks what mining stored.
@@ -118,8 +119,12 @@ def cmd_retry(args) -> int:
 
 
 def cmd_synth(args) -> int:
+    from .scenes import SOLIDS_PER_VIDEO
     from .synthetic import generate_dataset
-    extra = {"pool": args.pool} if args.kind == "solids" else {}
+    if args.kind == "solids" and args.pool_size < SOLIDS_PER_VIDEO:
+        raise UsageError(f"--pool-size {args.pool_size} is too small: each video shows "
+                         f"{SOLIDS_PER_VIDEO} different solids")
+    extra = {"pool": args.pool, "pool_size": args.pool_size} if args.kind == "solids" else {}
     paths = generate_dataset(args.out_dir, n_videos=args.videos, seed=args.seed, kind=args.kind,
                              **extra)
     emit(args, {"videos": [str(p) for p in paths]}, "\n".join(map(str, paths)))
@@ -167,6 +172,9 @@ def build_parser():
     p.add_argument("--pool", choices=("train", "heldout"), default="train",
                    help="solids: the pool of object instances (held-out ones never appear in "
                         "training videos)")
+    p.add_argument("--pool-size", type=count, default=300,
+                   help="solids: how many distinct instances the videos draw their objects from "
+                        "(three per video; more videos of a small pool repeat the same objects)")
     p = add_command(commands, "synth-sets", cmd_synth_sets,
                     "render invariance sets of held-out solids (for vidmine-eval)", store=False)
     p.add_argument("out_dir", metavar="OUT_DIR")

@@ -21,6 +21,7 @@ from .synthetic import GroundTruth, _bounce, _texture, photo_pool, texture_sourc
 
 HELDOUT_BASE = 1_000_000
 POOLS = ("train", "heldout")
+SOLIDS_PER_VIDEO = 3
 
 
 def pool_object(pool: str, k: int, images_dir: Path | None = None,
@@ -46,11 +47,13 @@ def random_light(rng: np.random.Generator) -> tuple[tuple, np.ndarray]:
     return colour, np.exp(rng.normal(0, 0.08, 3)).astype(np.float32)
 
 
-def generate_solids_video(path: str | Path, seed: int = 0, n_objects: int = 3, width: int = 320,
-                          height: int = 240, fps: int = 25, seconds: float = 4.0,
+def generate_solids_video(path: str | Path, seed: int = 0, n_objects: int = SOLIDS_PER_VIDEO,
+                          width: int = 320, height: int = 240, fps: int = 25, seconds: float = 4.0,
                           images_dir: Path | None = None, pool: str = "train",
                           pool_size: int = 300, pan_px: float = 1.2) -> GroundTruth:
     """Write a video of ``n_objects`` solids from ``pool`` (H.264) and return its truth."""
+    if pool_size < n_objects:
+        raise ValueError(f"a pool of {pool_size} solids cannot fill a video of {n_objects}")
     rng = np.random.default_rng([seed, 3])
     n_frames = int(round(seconds * fps))
     cam = Camera(width, height)

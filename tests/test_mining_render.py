@@ -121,3 +121,14 @@ def test_pools_of_objects_are_stable_and_apart():
     assert held.object_id == HELDOUT_BASE + 7 and not np.array_equal(held.atlas[:64], a.atlas[:64])
     with pytest.raises(ValueError, match="pool"):
         pool_object("test", 1)
+
+
+def test_pool_size_bounds_which_instances_videos_show(tmp_path):
+    from vidmine.mining.cli import main as mine
+    assert mine(["synth", str(tmp_path), "--videos", "3", "--kind", "solids", "--pool-size", "4",
+                 "--seed", "5"]) == 0
+    shown = {o["instance"] for f in tmp_path.glob("*.truth.json")
+             for o in json.loads(f.read_text())["objects"]}
+    assert len(shown) >= 3 and shown <= set(range(4))
+    assert mine(["synth", str(tmp_path / "none"), "--kind", "solids", "--pool-size", "2"]) == 2
+    assert not (tmp_path / "none").exists()
