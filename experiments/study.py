@@ -14,7 +14,8 @@ Arms (same backbone, steps, batch, image size, learning rate):
     moco-transitive     MoCo v2, transitive pairs (intra + inter variation at once)
     triplet-transitive  triplet ranking loss on transitive pairs (Wang, He, Gupta 2017)
 Ablation arms, run only when named in --arms: moco-tracker-transitive and
-triplet-intra-transitive (intra-instance and transitive positives half and half), and
+triplet-intra-transitive (intra-instance and transitive positives half and half),
+triplet-tracker-transitive-nocolour (the same with every tracked crop pair for intra), and
 *-nocolour arms trained without colour jitter and grayscale (docs/study.md, "Ablation").
 Floors: an untrained network (one per seed), a colour histogram, raw 8x8 pixels and the
 hand-crafted descriptor.
@@ -60,6 +61,9 @@ ABLATION_ARMS = {
     "moco-tracker-nocolour": ("moco", "tracker:1"),
     "triplet-transitive-nocolour": ("triplet", "transitive:1"),
     "triplet-intra-transitive-nocolour": ("triplet", "intra:1,transitive:1"),
+    # intra pairs are one per track (its two graph nodes); tracker pairs are every crop pair
+    # of a track 5-150 frames apart, ~18x as many and as wide in viewpoint
+    "triplet-tracker-transitive-nocolour": ("triplet", "tracker:1,transitive:1"),
 }
 ALL_ARMS = {**ARMS, **ABLATION_ARMS}
 ARM_FLAGS = {arm: ("--no-colour-augment",) for arm in ABLATION_ARMS if arm.endswith("-nocolour")}
