@@ -248,11 +248,13 @@ def evaluate(cli: Cli, kind: str, sets: Path, checkpoints: list[str], out: Path,
     return cli("vidmine-eval", *args)
 
 
-def oracle_transitive(work: Path, seed: int = 0) -> dict:
-    """Ablation ``--oracle-transitive``: every transitive pair keeps its anchor and gets as
-    positive a crop of another instance of the anchor's category, drawn from the rendered
-    ground truth: transitive pairs as a perfect clustering would make them. Rewrites the
-    pairs of this study's own store (its --out); nothing else reads them."""
+def oracle_transitive(work: Path, same: str = "category", seed: int = 0) -> dict:
+    """Ablations on the rendered ground truth: every transitive pair keeps its anchor and gets
+    as positive a crop drawn from the anchor's ``same`` group. ``category`` (--oracle-transitive):
+    another instance of its category, as a perfect clustering would pair them. ``instance``
+    (--oracle-instance): another crop of its own instance from any video that shows it, the
+    identity a perfect tracker across videos would give. Rewrites the pairs of this study's
+    own store (its --out); nothing else reads them."""
     from sqlalchemy import bindparam, select, update
 
     from vidmine.arrays import lookup_sorted
@@ -268,17 +270,20 @@ def oracle_transitive(work: Path, seed: int = 0) -> dict:
                 pairs.c.kind == "transitive")).all()
         pair_id = np.array([r[0] for r in rows], np.int64)
         anchor = lookup_sorted(ids, np.array([r[1] for r in rows], np.int64))
-        # Crops grouped by category; a positive is drawn until it is another instance.
-        known = np.flatnonzero(category >= 0)
-        by_category = {c: known[category[known] == c] for c in np.unique(category[known])}
+        # Crops grouped by the label; a positive is redrawn until it is another instance
+        # (category) or another crop (instance).
+        group = category if same == "category" else instance
+        other = instance if same == "category" else np.arange(len(ids))
+        known = np.flatnonzero(group >= 0)
+        by_label = {c: known[group[known] == c] for c in np.unique(group[known])}
         positive = np.full(len(anchor), -1, np.int64)
-        for c, members in by_category.items():
-            todo = np.flatnonzero((anchor >= 0) & (category[np.maximum(anchor, 0)] == c))
+        for c, members in by_label.items():
+            todo = np.flatnonzero((anchor >= 0) & (group[np.maximum(anchor, 0)] == c))
             for _ in range(20):   # a handful of redraws settle every pair
-                if not len(todo):
+                if not len(todo) or len(members) < 2:
                     break
                 draw = members[rng.integers(0, len(members), len(todo))]
-                ok = instance[draw] != instance[anchor[todo]]
+                ok = other[draw] != other[anchor[todo]]
                 positive[todo[ok]] = draw[ok]
                 todo = todo[~ok]
         keep = positive >= 0
@@ -431,6 +436,12 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
                f"replaced by a crop of another instance of the anchor's category from the "
                f"ground truth ({o['rewritten']} pairs; {o['dropped']} without ground truth "
                "dropped): the transitive arms train on pairs a perfect clustering would make."]
+    if "oracle-instance" in state:
+        o = state["oracle-instance"]
+        md += ["", f"**Ablation `--oracle-instance`**: every transitive pair's positive was "
+               f"replaced by another crop of the anchor's own instance, from any video, by the "
+               f"ground truth ({o['rewritten']} pairs; {o['dropped']} without one dropped): "
+               "the transitive arms train on object identity across videos."]
     md += ["", "Evaluation: held-out rendered objects (none in any training video). Mean ± "
            "sample sd over seeds; floors that learn nothing are deterministic, but the "
            "untrained network has one initialisation per seed.", ""]
@@ -477,17 +488,21 @@ OVERRIDABLE = ("synth_train", "train_objects", "objects_per_category", "steps",
 RESULT_SETTINGS = (*OVERRIDABLE, "lr", "warmup_steps", "cpu_augment")
 
 
+# Settings a folder made before they existed was made with.
+SETTINGS_ADDED_LATER = {"train_objects": 300, "oracle_instance": False}
+
+
 def check_settings(out: Path, p: dict, args) -> None:
     """Stages are found by name, so resuming a folder with other settings would silently reuse
     results made with the old ones: the first run's settings are kept and a change refused."""
     settings = {"scale": args.scale, "tracker": args.tracker,
                 "oracle_transitive": bool(args.oracle_transitive),
-                **{k: p[k] for k in RESULT_SETTINGS}}
+                "oracle_instance": bool(args.oracle_instance), **{k: p[k] for k in RESULT_SETTINGS}}
     path = out / "state" / "settings.json"
     if not path.is_file():
         path.write_text(json.dumps(settings, indent=2))
         return
-    saved = json.loads(path.read_text())
+    saved = {**SETTINGS_ADDED_LATER, **json.loads(path.read_text())}
     changed = [f"{k} {saved.get(k)} -> {v}" for k, v in settings.items() if saved.get(k) != v]
     if changed:
         raise SystemExit(f"study: {out} holds a study with other settings ({'; '.join(changed)});"
@@ -518,7 +533,10 @@ def run_study(args) -> Path:
         cli, work, p, model=str(boot / "final.pt")))
     if args.oracle_transitive:
         state["oracle-transitive"] = stages.run("oracle-transitive",
-                                                lambda: oracle_transitive(work))
+                                                lambda: oracle_transitive(work, "category"))
+    if args.oracle_instance:
+        state["oracle-instance"] = stages.run("oracle-instance",
+                                              lambda: oracle_transitive(work, "instance"))
     ris, retrieval = [], []
     for kind, acc in (("ris", ris), ("retrieval", retrieval)):
         result = stages.run(f"floors-{kind}", lambda k=kind: evaluate(
@@ -559,9 +577,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mining tracker: kcf needs opencv-contrib; lk and mil are in plain OpenCV")
     parser.add_argument("--deadline-min", type=float, default=None,
                         help="start no new stage after this many minutes (run again to go on)")
-    parser.add_argument("--oracle-transitive", action="store_true",
+    oracle = parser.add_mutually_exclusive_group()
+    oracle.add_argument("--oracle-transitive", action="store_true",
                         help="ablation: replace each transitive pair's positive by a crop of "
                              "another instance of the anchor's category (rendered ground truth)")
+    oracle.add_argument("--oracle-instance", action="store_true",
+                        help="ablation: replace each transitive pair's positive by another crop "
+                             "of the anchor's own instance, from any video (rendered ground truth)")
     parser.add_argument("--in-process", action="store_true",
                         help="call the CLIs' main() here instead of in fresh processes "
                              "(saves ~7 s of imports per call: for smoke checks)")

@@ -8,6 +8,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,3 +89,30 @@ def test_study_smoke(tmp_path, capsys):
     assert (tmp_path / "curve.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="no 'viewpoint"):
         curve.load_points([out], "no-such-arm", metric)
+
+    # The oracle ablations rewrite transitive positives by the rendered ground truth: another
+    # instance of the anchor's category, or another crop of its own instance.
+    from sqlalchemy import select
+
+    from vidmine.graph.quality import crop_labels
+    from vidmine.storage.schema import pairs
+    from vidmine.storage.store import StorageConfig, Store
+
+    def transitive_labels():
+        with Store(StorageConfig(workdir=str(out / "work")), create=False) as store:
+            ids, instance, category, _ = crop_labels(store)
+            with store.index.read() as conn:
+                rows = conn.execute(select(pairs.c.anchor, pairs.c.positive).where(
+                    pairs.c.kind == "transitive")).all()
+        a, p = (np.searchsorted(ids, np.array(c, np.int64)) for c in zip(*rows))
+        return ids, instance, category, a, p
+
+    for same in ("category", "instance"):
+        done = study.oracle_transitive(out / "work", same)
+        ids, instance, category, a, p = transitive_labels()
+        assert done["rewritten"] == len(a) > 0
+        assert (category[a] == category[p]).all() and (category[a] >= 0).all()
+        if same == "category":
+            assert (instance[a] != instance[p]).all()
+        else:
+            assert (instance[a] == instance[p]).all() and (ids[a] != ids[p]).all()
