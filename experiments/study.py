@@ -248,6 +248,15 @@ def evaluate(cli: Cli, kind: str, sets: Path, checkpoints: list[str], out: Path,
     return cli("vidmine-eval", *args)
 
 
+# The oracle ablations (a stage each): the positive they give, and what the arms then learn.
+ORACLES = {
+    "oracle-transitive": ("a crop of another instance of the anchor's category",
+                          "pairs a perfect clustering would make"),
+    "oracle-instance": ("another crop of the anchor's own instance, from any video",
+                        "object identity across videos"),
+}
+
+
 def oracle_transitive(work: Path, same: str = "category", seed: int = 0) -> dict:
     """Ablations on the rendered ground truth: every transitive pair keeps its anchor and gets
     as positive a crop drawn from the anchor's ``same`` group. ``category`` (--oracle-transitive):
@@ -430,18 +439,12 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
             f"{q[k]['right']} of {q[k]['scored']}" if q.get(k) else "-" for k in (
                 "intra_pairs_one_instance", "inter_edges_one_category", "inter_edges_one_instance",
                 "transitive_pairs_one_category")) + " |")
-    if "oracle-transitive" in state:
-        o = state["oracle-transitive"]
-        md += ["", f"**Ablation `--oracle-transitive`**: every transitive pair's positive was "
-               f"replaced by a crop of another instance of the anchor's category from the "
-               f"ground truth ({o['rewritten']} pairs; {o['dropped']} without ground truth "
-               "dropped): the transitive arms train on pairs a perfect clustering would make."]
-    if "oracle-instance" in state:
-        o = state["oracle-instance"]
-        md += ["", f"**Ablation `--oracle-instance`**: every transitive pair's positive was "
-               f"replaced by another crop of the anchor's own instance, from any video, by the "
-               f"ground truth ({o['rewritten']} pairs; {o['dropped']} without one dropped): "
-               "the transitive arms train on object identity across videos."]
+    for stage, (positive, meaning) in ORACLES.items():
+        if stage in state:
+            o = state[stage]
+            md += ["", f"**Ablation `--{stage}`**: every transitive pair's positive was replaced "
+                   f"by {positive}, drawn from the ground truth ({o['rewritten']} pairs; {o['dropped']} "
+                   f"without one dropped): the transitive arms train on {meaning}."]
     md += ["", "Evaluation: held-out rendered objects (none in any training video). Mean ± "
            "sample sd over seeds; floors that learn nothing are deterministic, but the "
            "untrained network has one initialisation per seed.", ""]
