@@ -46,7 +46,6 @@ def _synthetic(folder: Path, seed: int) -> Path:
 def _job(args: tuple[str, str, MiningConfig]) -> dict:
     kind, path, cfg = args
     import cv2
-    import numpy as np
 
     from vidmine.mining.decode import quiet_logging
     from vidmine.mining.pipeline import mine_video
@@ -58,12 +57,11 @@ def _job(args: tuple[str, str, MiningConfig]) -> dict:
     row = {"video": Path(path).name, "seconds": time.perf_counter() - t0,
            "tracks": len(result.tracks), "crops": sum(len(t.crops) for t in result.tracks)}
     if kind == "synthetic":
-        boxes = np.asarray(json.loads(Path(path).with_suffix(".truth.json").read_text())["boxes"],
-                           np.float32)
-        boxes[boxes < 0] = np.nan   # to_json writes -1 for an object out of view
-        q = track_quality(result, GroundTruth(boxes=boxes, fps=0.0, width=0, height=0))
+        truth = GroundTruth.from_json(json.loads(Path(path).with_suffix(".truth.json").read_text()))
+        q = track_quality(result, truth)
+        objects = truth.boxes.shape[1]
         row.update(pairs=q["pairs"], correct=round(q["precision"] * q["pairs"]),
-                   found=round(q["recall"] * boxes.shape[1]), objects=boxes.shape[1])
+                   found=round(q["recall"] * objects), objects=objects)
     return row
 
 

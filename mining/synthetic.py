@@ -57,6 +57,15 @@ class GroundTruth:
             out["poses"] = self.poses.round(4).tolist()
         return out
 
+    @classmethod
+    def from_json(cls, data: dict) -> GroundTruth:
+        """The inverse of ``to_json`` (boxes rounded to 0.1 px; -1 back to NaN)."""
+        boxes = np.asarray(data["boxes"], np.float32)
+        boxes[boxes < 0] = np.nan
+        poses = np.asarray(data["poses"], np.float32) if "poses" in data else None
+        return cls(boxes=boxes, fps=float(data["fps"]), width=int(data["width"]),
+                   height=int(data["height"]), objects=list(data.get("objects", [])), poses=poses)
+
 
 def _photos(images_dir: Path | None) -> list[Path]:
     folder = images_dir if images_dir is not None else DEFAULT_IMAGES

@@ -21,7 +21,7 @@ from vidmine.mining.render import (
     visible_boxes,
 )
 from vidmine.mining.scenes import HELDOUT_BASE, generate_solids_video, pool_object
-from vidmine.mining.synthetic import generate_dataset, texture_source
+from vidmine.mining.synthetic import GroundTruth, generate_dataset, texture_source
 
 CAM = Camera(160, 120)
 LIGHT = Light(np.array([0.0, 0.0, -1.0]))   # from the camera: a face turned to it is lit
@@ -100,6 +100,10 @@ def test_solids_video_ground_truth_matches_its_pixels(tmp_path):
     saved = json.loads(next((tmp_path / "set").glob("*.truth.json")).read_text())
     assert len(saved["boxes"]) == 10 and len(saved["objects"]) == 3
     assert len(saved["poses"][0][0]) == 12
+    back = GroundTruth.from_json(json.loads(json.dumps(truth.to_json())))
+    assert np.array_equal(np.isnan(back.boxes), np.isnan(truth.boxes))
+    assert np.allclose(back.boxes, truth.boxes, atol=0.05, equal_nan=True)
+    assert back.objects == truth.objects and back.poses.shape == truth.poses.shape
 
 
 def test_render_matches_the_id_map_it_reports():
