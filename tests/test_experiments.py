@@ -94,6 +94,7 @@ def test_study_smoke(tmp_path, capsys):
     # instance of the anchor's category, or another crop of its own instance.
     from sqlalchemy import select
 
+    from vidmine.arrays import lookup_sorted
     from vidmine.graph.quality import crop_labels
     from vidmine.storage.schema import pairs
     from vidmine.storage.store import StorageConfig, Store
@@ -104,7 +105,8 @@ def test_study_smoke(tmp_path, capsys):
             with store.index.read() as conn:
                 rows = conn.execute(select(pairs.c.anchor, pairs.c.positive).where(
                     pairs.c.kind == "transitive")).all()
-        a, p = (np.searchsorted(ids, np.array(c, np.int64)) for c in zip(*rows))
+        a, p = (lookup_sorted(ids, np.array(c, np.int64)) for c in zip(*rows))
+        assert (a >= 0).all() and (p >= 0).all()   # every pair joins two object crops
         return ids, instance, category, a, p
 
     for same in ("category", "instance"):
