@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from vidmine.cli import (
@@ -46,11 +47,11 @@ def _mine(args, daemon: bool) -> int:
     cfg = settings(args, MiningConfig, "mining")
     if daemon and cfg.executor == "ray":
         raise UsageError("the daemon runs the local executor; use 'run --executor ray'")
-    with Store(storage_config(args), create=True) as store:
+    with _stop_on_signal() as stop_hook, Store(storage_config(args), create=True) as store:
         with store.index.run("mine", {"mining": to_dict(cfg),
                                       "video_dir": str(video_dir.resolve())}) as run:
             summary = _execute(args, cfg, store, video_dir, daemon, run.id,
-                               Progress(enabled=not args.json))
+                               Progress(enabled=not args.json), stop_hook)
             run.status = "failed" if summary.fatal else "done"
             run.summary = summary.as_dict()
         out = summary.as_dict()
@@ -66,27 +67,46 @@ def _mine(args, daemon: bool) -> int:
     return 0
 
 
-def _execute(args, cfg, store, video_dir, daemon, run_id, progress):
-    """Run the executor; SIGTERM/SIGINT stop the local supervisor (workers give back and seal)."""
-    from .executors import run_local, run_ray
-    supervisor = []
+@contextmanager
+def _stop_on_signal():
+    """SIGTERM/SIGINT stop the local supervisor (workers give back and seal), also when the
+    signal comes before the supervisor exists (a daemon stopped while it opens the store):
+    mining then starts no worker and the summary is still printed.
+
+    Yields the hook that registers a supervisor.
+    """
+    supervisors, signalled = [], []
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def on_signal(_signum, _frame):
-        for sup in supervisor:
+        signalled.append(True)
+        for sup in supervisors:
+            sup.stop()
+
+    def register(sup) -> None:
+        supervisors.append(sup)
+        if signalled:
             sup.stop()
 
     for s in previous:
         signal.signal(s, on_signal)
     try:
+        yield register
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _execute(args, cfg, store, video_dir, daemon, run_id, progress, stop_hook):
+    """Run the executor (local, or Ray for ``run --executor ray``)."""
+    from .executors import run_local, run_ray
+    try:
         if cfg.executor == "ray":
             return run_ray(store, cfg, video_dir, run_id=run_id, progress=progress,
                            address=args.ray_address)
         return run_local(store, cfg, video_dir, daemon=daemon, run_id=run_id,
-                         progress=progress, supervisor_hook=supervisor.append)
+                         progress=progress, supervisor_hook=stop_hook)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         progress.close()
 
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from vidmine.mining.synthetic import generate_video
-from vidmine.storage.schema import crops, videos
+from vidmine.storage.schema import crops, runs, videos
 from vidmine.storage.store import StorageConfig, Store
 from vidmine.storage.verify import verify
 
@@ -42,6 +42,11 @@ def _wait(pred, timeout: float, what: str, step: float = 0.1):
 def _rows(store: Store) -> dict[str, dict]:
     with store.index.read() as conn:
         return {Path(r["path"]).name: dict(r) for r in conn.execute(select(videos)).mappings()}
+
+
+def _mine_runs(store: Store) -> int:
+    with store.index.read() as conn:
+        return len(conn.execute(select(runs.c.id).where(runs.c.kind == "mine")).all())
 
 
 def _claimed_owner(store: Store, name: str):
@@ -142,6 +147,10 @@ def test_two_daemons_share_a_folder_and_a_database(tmp_path, clips, db_url):
     try:
         _wait(lambda: all(r["status"] == "done" for r in _rows(store).values())
               and len(_rows(store)) == 3, 120, "all clips mined", step=0.3)
+        # One daemon can mine all three clips while the other is still importing; a signal
+        # before Python runs our code would kill it with the default action. Its run row is
+        # written after its handler is in place.
+        _wait(lambda: _mine_runs(store) == 2, 60, "both daemons to start", step=0.3)
         for d in daemons:
             os.killpg(d.pid, signal.SIGTERM)
         outs = [json.loads(d.communicate(timeout=60)[0]) for d in daemons]
@@ -190,4 +199,28 @@ def test_file_copied_slowly_into_a_watched_folder_is_mined_once_complete(tmp_pat
     finally:
         if daemon.poll() is None:
             os.killpg(daemon.pid, signal.SIGKILL)
+        store.close()
+
+
+def test_daemon_signalled_before_its_supervisor_exists_starts_no_worker(tmp_path, clips):
+    """The window the two-daemon test once hit: SIGTERM while the store is being opened."""
+    from vidmine.mining.cli import _stop_on_signal
+    from vidmine.mining.config import MiningConfig
+    from vidmine.mining.worker import Supervisor
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "clip0.mp4").symlink_to(clips / "clip0.mp4")
+    store = Store(StorageConfig(workdir=str(tmp_path / "work")), create=True)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with _stop_on_signal() as register:
+            os.kill(os.getpid(), signal.SIGTERM)   # handled: this test process lives on
+            sup = Supervisor(store, MiningConfig(stable_s=0), folder)
+            register(sup)
+            summary = sup.run()
+        assert signal.getsignal(signal.SIGTERM) is before   # the caller's handler is back
+        assert sup._next_wid == 0 and summary.done == 0   # no worker was started
+        assert _rows(store)["clip0.mp4"]["status"] == "pending"   # left for the next daemon
+    finally:
         store.close()
