@@ -153,8 +153,10 @@ def test_two_daemons_share_a_folder_and_a_database(tmp_path, clips, db_url):
         _wait(lambda: _mine_runs(store) == 2, 60, "both daemons to start", step=0.3)
         for d in daemons:
             os.killpg(d.pid, signal.SIGTERM)
-        outs = [json.loads(d.communicate(timeout=60)[0]) for d in daemons]
-        assert all(d.returncode == 0 for d in daemons)
+        ended = [d.communicate(timeout=60) for d in daemons]
+        for d, (_, err) in zip(daemons, ended):
+            assert d.returncode == 0, err
+        outs = [json.loads(out) for out, _ in ended]
         assert sum(o["done"] for o in outs) == 3           # each clip mined by exactly one
         rows = _rows(store)
         assert all(r["attempts"] == 1 for r in rows.values())
