@@ -71,7 +71,8 @@ def _mine(args, daemon: bool) -> int:
 def _stop_on_signal():
     """SIGTERM/SIGINT stop the local supervisor (workers give back and seal), also when the
     signal comes before the supervisor exists (a daemon stopped while it opens the store):
-    mining then starts no worker and the summary is still printed.
+    mining then starts no worker and the summary is still printed. A second signal stops
+    waiting (KeyboardInterrupt), e.g. for a store that does not answer.
 
     Yields the hook that registers a supervisor.
     """
@@ -79,6 +80,8 @@ def _stop_on_signal():
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def on_signal(_signum, _frame):
+        if signalled:
+            raise KeyboardInterrupt
         signalled.append(True)
         for sup in supervisors:
             sup.stop()

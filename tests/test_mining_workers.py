@@ -222,6 +222,10 @@ def test_daemon_signalled_before_its_supervisor_exists_starts_no_worker(tmp_path
             register(sup)
             summary = sup.run()
         assert signal.getsignal(signal.SIGTERM) is before   # the caller's handler is back
+        with pytest.raises(KeyboardInterrupt), _stop_on_signal():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)   # a second signal stops waiting
+        assert signal.getsignal(signal.SIGTERM) is before
         assert sup._next_wid == 0 and summary.done == 0   # no worker was started
         assert _rows(store)["clip0.mp4"]["status"] == "pending"   # left for the next daemon
     finally:
