@@ -45,7 +45,9 @@ def test_study_smoke(tmp_path, capsys):
         f"{k} (rendered)" for k in ("viewpoint", "illumination", "occlusion", "instance")}
     table = (out / "results.md").read_text()
     assert "Smoke check" in table and "| moco-tracker | " in table and "| handcrafted (floor) |" in table
-    assert "above every floor by more than 2 sd" in table and (out / "ris_top10.png").is_file()
+    assert "  - Top-10: moco-none above every floor by more than 2 sd: " in table
+    assert "  - Top-25: moco-none above every floor by more than 2 sd: " in table
+    assert (out / "ris_top10.png").is_file()
     assert all(0.0 <= r["mAP"] <= 1.0 for r in result["retrieval"])
 
     # The same command again: nothing is retrained (checkpoints untouched), same table.
