@@ -1,6 +1,6 @@
 """vidmine-eval: compare checkpoints (and an untrained network as the floor).
 
-    vidmine-eval ris --checkpoint a.pt --checkpoint b.pt [--sets store] [--k 10 25]
+    vidmine-eval ris --checkpoint a.pt --checkpoint b.pt [--sets store] [--k 10,25]
     vidmine-eval retrieval --checkpoint a.pt
     vidmine-eval probe --checkpoint a.pt --data IMAGE_FOLDER
 """

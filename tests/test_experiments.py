@@ -92,6 +92,26 @@ def test_study_smoke(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no 'viewpoint"):
         curve.load_points([out], "no-such-arm", metric)
 
+    # experiments/ris_by_k.py reads vidmine-eval's reports: an arm over its seeds, the floors
+    # from the first report only, and a report with other Ks refused.
+    by_k = _load(STUDY.with_name("ris_by_k.py"))
+    floors_report, arm_report = out / "eval" / "floors-ris" / "report.json", \
+        out / "eval" / "ris-s0" / "report.json"
+    ks, models = by_k.load([str(floors_report), f"toy={arm_report}"], "viewpoint")
+    assert ks == [10, 25]
+    assert models[f"{arm} (toy)"][10] == summary[arm][metric]["values"]
+    assert models["colour-histogram (floor)"][25] == \
+        summary["colour-histogram (floor)"]["viewpoint (rendered) top25"]["values"]
+    assert f"| {arm} (toy) | " in by_k.table(ks, models, "viewpoint")
+    by_k.plot(ks, models, "viewpoint", tmp_path / "by_k.png")
+    assert (tmp_path / "by_k.png").stat().st_size > 0
+    report = json.loads(arm_report.read_text())
+    for r in report["results"]:
+        del r["top25"]
+    (tmp_path / "k10.json").write_text(json.dumps(report))
+    with pytest.raises(SystemExit, match="differs"):
+        by_k.load([str(floors_report), str(tmp_path / "k10.json")], "viewpoint")
+
     # The oracle ablations rewrite transitive positives by the rendered ground truth: another
     # instance of the anchor's category, or another crop of its own instance.
     from sqlalchemy import select
