@@ -40,7 +40,7 @@ def load_points(run_dirs: list[Path], arm: str, metric: str) -> tuple[list[dict]
     return sorted(points, key=lambda p: (p["videos"], p["steps"])), floors
 
 
-def _mean_sd(values: list[float]) -> str:
+def mean_sd(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.1f}"
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
@@ -51,10 +51,10 @@ def table(points: list[dict], floors: dict, arm: str, metric: str) -> str:
              "| --- | ---: | ---: | --- | --- | --- |"]
     for p in points:
         seeds = ", ".join(f"{v:.1f}" for v in p["values"])
-        lines.append(f"| | {p['videos']} | {p['steps']} | {_mean_sd(p['values'])} | {seeds} "
+        lines.append(f"| | {p['videos']} | {p['steps']} | {mean_sd(p['values'])} | {seeds} "
                      f"| {p['run']} |")
     for model, values in sorted(floors.items(), key=lambda kv: -statistics.mean(kv[1])):
-        lines.append(f"| *{model}* | | | {_mean_sd(values)} | | |")
+        lines.append(f"| *{model}* | | | {mean_sd(values)} | | |")
     return "\n".join(lines)
 
 

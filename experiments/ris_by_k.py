@@ -23,7 +23,9 @@ import statistics
 import sys
 from pathlib import Path
 
-FLOOR_MARK = "(floor)"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from curve import FLOOR_MARK, UNTRAINED, mean_sd  # noqa: E402  (experiments/ is not a package)
+
 SEED_RUN = re.compile(r"-s\d+/(final|last)$")
 
 
@@ -53,12 +55,6 @@ def load(specs: list[str], invariance: str) -> tuple[list[int], dict[str, dict[i
     return ks or [], models
 
 
-def _mean_sd(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
 def table(ks: list[int], models: dict, invariance: str) -> str:
     lines = [f"| {invariance}: Top-K RIS | " + " | ".join(f"K={k}" for k in ks) + " |",
              "| --- " + "| ---: " * len(ks) + "|"]
@@ -66,7 +62,7 @@ def table(ks: list[int], models: dict, invariance: str) -> str:
         seeds = len(next(iter(by_k.values())))
         label = f"*{name}*" if FLOOR_MARK in name else f"{name} ({seeds} seeds)" \
             if seeds > 1 else name
-        lines.append(f"| {label} | " + " | ".join(_mean_sd(by_k[k]) for k in ks) + " |")
+        lines.append(f"| {label} | " + " | ".join(mean_sd(by_k[k]) for k in ks) + " |")
     return "\n".join(lines)
 
 
@@ -78,7 +74,7 @@ def plot(ks: list[int], models: dict, invariance: str, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.8, 4.2))
     for name, by_k in models.items():
         means = [statistics.mean(by_k[k]) for k in ks]
-        floor = FLOOR_MARK in name or name.startswith("untrained")
+        floor = FLOOR_MARK in name or name.startswith(UNTRAINED)
         line = ax.plot(ks, means, "--" if floor else "-o", linewidth=1 if floor else 1.8,
                        markersize=3, label=name)[0]
         if len(by_k[ks[0]]) > 1:
