@@ -59,6 +59,7 @@ ABLATION_ARMS = {
     "triplet-intra-transitive": ("triplet", "intra:1,transitive:1"),
     "moco-none-nocolour": ("moco", "none:1"),
     "moco-tracker-nocolour": ("moco", "tracker:1"),
+    "moco-transitive-nocolour": ("moco", "transitive:1"),
     "triplet-transitive-nocolour": ("triplet", "transitive:1"),
     "triplet-intra-transitive-nocolour": ("triplet", "intra:1,transitive:1"),
     # intra pairs are one per track (its two graph nodes); tracker pairs are every crop pair
@@ -359,21 +360,24 @@ def claims(values: dict, sets: list[str], arms: list[str]) -> list[str]:
         for k in ("top10", "top25"):
             col = f"{inv} {k}"
             floors = [f for f in FLOOR_NAMES if col in values.get(f, {})]
-            for arm in arms:
+            for arm in (a for a in arms if floors and col in values.get(a, {})):
                 lost = [f for f in floors if not beats(arm, f, col)]
                 lines.append(f"  - Top-{k[3:]}: {arm} above every floor by more than 2 sd: "
                              + ("yes" if not lost else "no (not above " + ", ".join(lost) + ")"))
-    present = [a for a in arms if a != "moco-none"]
+    # Each arm against plain MoCo trained the same way (with or without colour jitter).
+    def baseline(arm: str) -> str:
+        return "moco-none-nocolour" if arm.endswith("-nocolour") else "moco-none"
+
     for inv, direction in (("viewpoint (rendered)", "above"), ("instance (rendered)", "above"),
                            ("occlusion (rendered)", "level")):
         col = f"{inv} top10"
-        if "moco-none" not in values or col not in values["moco-none"]:
-            continue
-        none = mean("moco-none", col)
-        for arm in present:
-            diff = mean(arm, col) - none
+        for arm in arms:
+            base = baseline(arm)
+            if arm == base or col not in values.get(base, {}) or col not in values.get(arm, {}):
+                continue
+            diff = mean(arm, col) - mean(base, col)
             ok = diff > 0 if direction == "above" else diff <= 2 * (stats(values[arm][col])[1] or 0)
-            want = "above moco-none" if direction == "above" else "not above moco-none"
+            want = f"above {base}" if direction == "above" else f"not above {base}"
             lines.append(f"- {inv}: {arm} {want}: {'yes' if ok else 'no'} ({diff:+.1f})")
     return lines
 
