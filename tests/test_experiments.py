@@ -158,3 +158,10 @@ def test_claims_compare_each_arm_with_plain_moco_trained_the_same_way():
     assert not any(line.startswith("- viewpoint (rendered): moco-none") for line in lines)
     assert "  - Top-10: moco-none-nocolour above every floor by more than 2 sd: yes" in lines
     assert not any(line.startswith("  - Top-25") for line in lines)   # not measured: no claim
+
+    # One seed has no sd: a margin over the floors is reported, not judged.
+    one_seed = {**floors, "moco-none": {col: [44.0]}, "moco-tracker": {col: [45.0]}}
+    lines = study.claims(one_seed, ["viewpoint (rendered)"], ["moco-none", "moco-tracker"])
+    assert "  - Top-10: moco-none above every floor by more than 2 sd: untested (one seed; " \
+        "lowest margin +14.0)" in lines
+    assert "- viewpoint (rendered): moco-tracker above moco-none: yes (+1.0)" in lines
