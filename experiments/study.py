@@ -361,17 +361,19 @@ def claims(values: dict, sets: list[str], arms: list[str]) -> list[str]:
             col = f"{inv} {k}"
             floors = [f for f in FLOOR_NAMES if col in values.get(f, {})]
             for arm in (a for a in arms if floors and col in values.get(a, {})):
-                lost = [f for f in floors if not beats(arm, f, col)]
                 said = f"  - Top-{k[3:]}: {arm} above every floor by more than 2 sd: "
-                if len(values[arm][col]) < 2:  # no sd to measure a margin against
+                if stats(values[arm][col])[1] is None:  # one seed: no sd to judge a margin by
                     margin = min(mean(arm, col) - mean(f, col) for f in floors)
                     lines.append(said + f"untested (one seed; lowest margin {margin:+.1f})")
                     continue
+                lost = [f for f in floors if not beats(arm, f, col)]
                 lines.append(said + ("yes" if not lost else
                                      "no (not above " + ", ".join(lost) + ")"))
-    # Each arm against plain MoCo trained the same way (with or without colour jitter).
+
     def baseline(arm: str) -> str:
-        return "moco-none-nocolour" if arm.endswith("-nocolour") else "moco-none"
+        """Plain MoCo trained the same way as ``arm`` (the same extra training flags)."""
+        return next(a for a, spec in ALL_ARMS.items()
+                    if spec == ("moco", "none:1") and ARM_FLAGS.get(a) == ARM_FLAGS.get(arm))
 
     for inv, direction in (("viewpoint (rendered)", "above"), ("instance (rendered)", "above"),
                            ("occlusion (rendered)", "level")):
