@@ -85,7 +85,11 @@ def write_h264(path: str | Path, frames: Iterable[np.ndarray], fps: int) -> None
             if stream is None:
                 stream = container.add_stream("libx264", rate=fps)
                 stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], "yuv420p"
-                stream.options = {"crf": "18", "preset": "veryfast"}
+                # With macroblock-tree rate control x264 wrote other bytes for the same frames
+                # from run to run (more often the more memory was reused in between); without
+                # it the same frames make the same file, so a study's lost videos can be made
+                # again (docs/study.md, Protocol 6).
+                stream.options = {"crf": "18", "preset": "veryfast", "x264-params": "mbtree=0"}
             for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                 container.mux(packet)
         if stream is not None:
