@@ -7,13 +7,17 @@ overlaps most where several do), or to none. Then:
 
 * an intra pair is right when both crops show one instance (tracking did not drift);
 * an inter edge or a transitive pair is right when both crops show one category (the
-  clustering joined alike objects), and also counted when they show one instance.
+  clustering joined alike objects), and also counted when they show one instance;
+* rendered videos (``--kind solids``) also give each object's rotation per frame, so an
+  intra pair on one instance has a *turn*: the angle of the rotation between its two views,
+  which is how much viewpoint change the pair can teach.
 
 Crops of videos without a truth file are left out of every share.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +34,18 @@ def truth_path(video_path: str) -> Path:
     return Path(video_path).with_suffix(".truth.json")
 
 
-def crop_labels(store: Store) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(crop ids sorted, instance, category code) of every object crop, -1 where no truth
-    or no object holds it; and the number of videos with a truth file."""
+@dataclass
+class CropTruth:
+    """Ground truth of every object crop, in crop id order; -1 / NaN where unknown."""
+    ids: np.ndarray          # crop ids, sorted
+    instance: np.ndarray     # instance id of the object the crop shows
+    category: np.ndarray     # category code of that object
+    rotation: np.ndarray     # (n, 3, 3) the object's rotation in the crop's frame
+    videos_with_truth: int
+
+
+def crop_labels(store: Store) -> CropTruth:
+    """Match every object crop to the ground truth of its video."""
     with store.index.read() as conn:
         paths = dict(conn.execute(select(videos.c.id, videos.c.path)).all())
         cols = store.index.read_columns(conn, select(
@@ -42,6 +55,7 @@ def crop_labels(store: Store) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     n = len(cols["id"])
     instance = np.full(n, -1, np.int64)
     category = np.full(n, -1, np.int64)
+    rotation = np.full((n, 3, 3), np.nan)
     names: dict[str, int] = {}
     with_truth = 0
     for vid in np.unique(cols["video_id"]):   # a loop over videos, vectorized over their crops
@@ -62,7 +76,17 @@ def crop_labels(store: Store) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         instance[rows[ok]] = np.asarray([o["instance"] for o in objects])[label[ok]]
         codes = np.asarray([names.setdefault(o["category"], len(names)) for o in objects])
         category[rows[ok]] = codes[label[ok]]
-    return cols["id"], instance, category, with_truth
+        if "poses" in truth:                                       # frames, objects, 12
+            poses = np.asarray(truth["poses"], np.float64)
+            rotation[rows[ok]] = poses[frame[ok], label[ok], :9].reshape(-1, 3, 3)
+    return CropTruth(cols["id"], instance, category, rotation, with_truth)
+
+
+def turn_degrees(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle of the rotation from each ``a`` (n, 3, 3) to ``b``: NaN where either is unknown."""
+    relative = np.einsum("nij,nkj->nik", b, a)
+    cos = (np.trace(relative, axis1=1, axis2=2) - 1) / 2
+    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
 
 
 def _match(crop_box: np.ndarray, object_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,9 +115,10 @@ def _area(b: np.ndarray) -> np.ndarray:
 def pair_quality(store: Store, graph: Graph) -> dict | None:
     """Shares of right pairs and edges of ``graph`` (see the module doc); None when no video
     of the store has ground truth."""
-    ids, instance, category, with_truth = crop_labels(store)
-    if with_truth == 0:
+    truth = crop_labels(store)
+    if truth.videos_with_truth == 0:
         return None
+    ids, instance, category = truth.ids, truth.instance, truth.category
 
     def share(a, b, labels) -> dict:
         ra, rb = lookup_sorted(ids, a), lookup_sorted(ids, b)
@@ -103,13 +128,31 @@ def pair_quality(store: Store, graph: Graph) -> dict | None:
                 "right": round(float((la[known] == lb[known]).mean()), 4) if known.any() else None}
 
     inter = graph.edge_kind == "inter"
-    out = {"videos_with_truth": with_truth,
+    out = {"videos_with_truth": truth.videos_with_truth,
            "crops_on_an_object": round(float((instance >= 0).mean()), 4) if len(ids) else None}
     kind = graph.pair_kind
     out["intra_pairs_one_instance"] = share(graph.pair_anchor[kind == "intra"],
                                             graph.pair_positive[kind == "intra"], instance)
+    turn = pair_turn(truth, graph.pair_anchor[kind == "intra"], graph.pair_positive[kind == "intra"])
+    if turn is not None:
+        out["intra_pairs_turn_deg"] = turn
     out["inter_edges_one_category"] = share(graph.edge_src[inter], graph.edge_dst[inter], category)
     out["inter_edges_one_instance"] = share(graph.edge_src[inter], graph.edge_dst[inter], instance)
     out["transitive_pairs_one_category"] = share(graph.pair_anchor[kind == "transitive"],
                                                  graph.pair_positive[kind == "transitive"], category)
     return out
+
+
+def pair_turn(truth: CropTruth, a: np.ndarray, b: np.ndarray) -> dict | None:
+    """How far the views of pairs (crop ids ``a``, ``b``) on one instance turn, in degrees:
+    median and 90th percentile over the pairs with known poses; None where none has."""
+    ra, rb = lookup_sorted(truth.ids, a), lookup_sorted(truth.ids, b)
+    known = (ra >= 0) & (rb >= 0)
+    ra, rb = ra[known], rb[known]
+    one = (truth.instance[ra] >= 0) & (truth.instance[ra] == truth.instance[rb])
+    turn = turn_degrees(truth.rotation[ra[one]], truth.rotation[rb[one]])
+    turn = turn[np.isfinite(turn)]
+    if not len(turn):
+        return None
+    median, p90 = np.percentile(turn, [50, 90])
+    return {"scored": int(len(turn)), "median": round(float(median), 1), "p90": round(float(p90), 1)}

@@ -38,6 +38,8 @@ def test_study_smoke(tmp_path, capsys):
     assert stages["graph-bootstrap"]["pairs"]["transitive"] > 0
     quality = stages["graph-handcrafted"]["pair_quality"]
     assert quality["videos_with_truth"] == 4 and quality["intra_pairs_one_instance"]["scored"] > 0
+    turn = quality["intra_pairs_turn_deg"]
+    assert turn["scored"] > 0 and 0 <= turn["median"] <= turn["p90"] <= 180
     rows = set(study.ARMS) | set(study.FLOOR_NAMES)
     assert {study.arm_of(r["model"]) for r in result["ris"]} == rows
     assert {study.arm_of(r["model"]) for r in result["retrieval"]} == rows
@@ -92,6 +94,21 @@ def test_study_smoke(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no 'viewpoint"):
         curve.load_points([out], "no-such-arm", metric)
 
+    # experiments/pair_views.py: how far each positive source's two views turn.
+    views = _load(STUDY.with_name("pair_views.py"))
+    assert views.main([str(out), "--out", str(tmp_path / "views"),
+                       "--chart", str(tmp_path / "views.png")]) == 0
+    sources = json.loads((tmp_path / "views" / "results.json").read_text())["sources"]
+    tracker = [sources[f"tracker, {g}-150 frames apart"] for g in views.MIN_GAPS]
+    assert tracker[0]["summary"]["scored"] > 0 and tracker[0]["one_instance"] >= 0.9
+    assert [r["pairs"] for r in tracker] == sorted((r["pairs"] for r in tracker), reverse=True)
+    assert all(0 <= r["summary"]["p25"] <= r["summary"]["p90"] <= 180
+               for r in tracker if r["summary"]["scored"])
+    assert "| intra |" in (tmp_path / "views" / "results.md").read_text()
+    assert (tmp_path / "views.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        views.main([str(tmp_path / "nowhere")])
+
     # experiments/ris_by_k.py reads vidmine-eval's reports: an arm over its seeds, the floors
     # from the first report only, and a report with other Ks refused.
     by_k = _load(STUDY.with_name("ris_by_k.py"))
@@ -123,7 +140,8 @@ def test_study_smoke(tmp_path, capsys):
 
     def transitive_labels():
         with Store(StorageConfig(workdir=str(out / "work")), create=False) as store:
-            ids, instance, category, _ = crop_labels(store)
+            truth = crop_labels(store)
+            ids, instance, category = truth.ids, truth.instance, truth.category
             with store.index.read() as conn:
                 rows = conn.execute(select(pairs.c.anchor, pairs.c.positive).where(
                     pairs.c.kind == "transitive")).all()
@@ -165,3 +183,24 @@ def test_claims_compare_each_arm_with_plain_moco_trained_the_same_way():
     assert "  - Top-10: moco-none above every floor by more than 2 sd: untested (one seed; " \
         "lowest margin +14.0)" in lines
     assert "- viewpoint (rendered): moco-tracker above moco-none: yes (+1.0)" in lines
+
+
+def test_turn_between_views():
+    """The turn of a pair is the angle of the rotation between its views: a rotation by
+    theta about any axis turns by theta, and the viewpoint set's turntable spans 25 degrees
+    (neighbouring elevations) to 180 (opposite azimuths)."""
+    from vidmine.graph.quality import turn_degrees
+    from vidmine.mining.render import rotation
+    rng = np.random.default_rng(0)
+    base = np.stack([rotation(rng.normal(size=3), a) for a in rng.uniform(0, 6, 20)])
+    theta = rng.uniform(0, np.pi, 20)
+    turned = np.stack([rotation(rng.normal(size=3), t) @ b for t, b in zip(theta, base)])
+    assert np.allclose(turn_degrees(base, turned), np.degrees(theta), atol=1e-6)
+    assert np.allclose(turn_degrees(turned, base), np.degrees(theta), atol=1e-6)
+    assert np.isnan(turn_degrees(np.full((1, 3, 3), np.nan), base[:1])).all()
+
+    views = _load(STUDY.with_name("pair_views.py"))
+    set_turns = views.viewpoint_set_turns()
+    assert set_turns.min() == pytest.approx(25.0) and set_turns.max() == pytest.approx(180.0)
+    study = _load(STUDY)
+    assert set(study.PAIR_FLAGS) <= set(study.ABLATION_ARMS)

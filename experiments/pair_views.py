@@ -1,0 +1,150 @@
+"""How far apart are the two views of a mined positive pair? On rendered videos the ground
+truth holds every object's rotation per frame, so each pair on one instance has a *turn*: the
+angle of the rotation between its two views. Tracker pairs can teach viewpoint invariance
+only as far as they turn; the viewpoint set asks for invariance across its turntable.
+
+    python experiments/pair_views.py vidmine-data/study-cpu-arms-data800-64 \\
+        --out experiments/results/pair-views --chart docs/images/study-cpu-pair-turn.png
+
+Prints (and writes to OUT/results.md and .json) per positive source: pairs, tracks, the share
+on one instance, and the turn's quartiles; tracker pairs for several least frame gaps
+(`vidmine-train --min-gap`); and the turns between two views of one object in the viewpoint
+set, for comparison.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from vidmine.graph.quality import crop_labels, turn_degrees
+from vidmine.mining.evalsets import AZIMUTHS, ELEVATIONS
+from vidmine.mining.render import rotation
+from vidmine.storage.store import StorageConfig, Store
+from vidmine.training.data import neighbours_in_time, read_crop_table, read_pairs
+
+MIN_GAPS = (5, 10, 15, 20, 25, 30)
+MAX_GAP = 150
+
+
+def source_turns(work: Path) -> dict[str, dict]:
+    """Per positive source: crop ids of its pairs' two sides and the track of each pair."""
+    with Store(StorageConfig(workdir=str(work)), create=False) as store:
+        truth = crop_labels(store)
+        with store.index.read() as conn:
+            table = read_crop_table(conn)
+            graph_pairs = {kind: read_pairs(conn, table, kind, "train", None)
+                           for kind in ("intra", "transitive")}
+    objects = np.flatnonzero(~table.is_frame & (table.track >= 0))
+    sources = {}
+    for gap in MIN_GAPS:
+        i, j = neighbours_in_time(table.track[objects], table.frame[objects], gap, MAX_GAP)
+        sources[f"tracker, {gap}-{MAX_GAP} frames apart"] = (objects[i], objects[j])
+    sources.update(graph_pairs)
+    out = {}
+    for name, (a, b) in sources.items():
+        ra = np.searchsorted(truth.ids, table.ids[a])
+        rb = np.searchsorted(truth.ids, table.ids[b])
+        known = (truth.instance[ra] >= 0) & (truth.instance[rb] >= 0)
+        one = known & (truth.instance[ra] == truth.instance[rb])
+        turn = turn_degrees(truth.rotation[ra[one]], truth.rotation[rb[one]])
+        out[name] = {"pairs": int(len(a)), "tracks": int(len(np.unique(table.track[a]))),
+                     "one_instance": float(one.sum() / max(known.sum(), 1)),
+                     "turn": turn[np.isfinite(turn)]}
+    return out
+
+
+def viewpoint_set_turns() -> np.ndarray:
+    """Turn between every two views of one object on the viewpoint set's turntable."""
+    views = [rotation([1, 0, 0], math.radians(e)) @ rotation([0, 1, 0], 2 * math.pi * a / AZIMUTHS)
+             for e in ELEVATIONS for a in range(AZIMUTHS)]
+    i, j = np.triu_indices(len(views), 1)
+    stack = np.stack(views)
+    return turn_degrees(stack[i], stack[j])
+
+
+def summary(turn: np.ndarray) -> dict:
+    q = np.percentile(turn, [25, 50, 75, 90]) if len(turn) else [math.nan] * 4
+    return {"scored": int(len(turn)), "p25": round(float(q[0]), 1), "median": round(float(q[1]), 1),
+            "p75": round(float(q[2]), 1), "p90": round(float(q[3]), 1),
+            "at_least_45": round(float((turn >= 45).mean()), 3) if len(turn) else math.nan}
+
+
+def table(results: dict[str, dict]) -> list[str]:
+    lines = ["| positives | pairs | tracks | on one instance "
+             "| turn p25 / median / p75 / p90 (deg) | turn >= 45 deg |",
+             "| --- | ---: | ---: | ---: | --- | ---: |"]
+    for name, r in results.items():
+        s = r["summary"]
+        pairs = f"{r['pairs']:,}" if r.get("pairs") is not None else ""
+        tracks = f"{r['tracks']:,}" if r.get("tracks") is not None else ""
+        one = f"{r['one_instance']:.3f}" if r.get("one_instance") is not None else ""
+        lines.append(f"| {name} | {pairs} | {tracks} | {one} | {s['p25']} / {s['median']} / "
+                     f"{s['p75']} / {s['p90']} | {s['at_least_45']:.2f} |")
+    return lines
+
+
+def chart(turns: dict[str, np.ndarray], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, turn in turns.items():
+        ax.plot(np.sort(turn), np.linspace(0, 1, len(turn)), label=name)
+    step = 360 / AZIMUTHS
+    ax.axvline(step, color="grey", lw=0.8, ls=":")
+    ax.text(step + 2, 0.02, "one azimuth step of\nthe viewpoint set", fontsize=7, color="grey")
+    ax.set(xlabel="turn between the two views (degrees)", ylabel="share of pairs at most",
+           xlim=(0, 185), title="How far the views of positive pairs turn")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("study", type=Path, help="a study's --out folder (its work/ is read)")
+    parser.add_argument("--out", type=Path, help="write results.md and results.json here")
+    parser.add_argument("--chart", type=Path, help="write a chart of the turns (PNG)")
+    args = parser.parse_args(argv)
+    work = args.study / "work"
+    if not (work / "index.sqlite").is_file():
+        parser.error(f"no study work directory at {work}")
+    results = source_turns(work)
+    if not any(len(r["turn"]) for r in results.values()):
+        parser.error(f"no pair in {work} has rendered poses (mine `vidmine-mine synth --kind solids` videos)")
+    results["viewpoint set: two views of one object"] = {"turn": viewpoint_set_turns()}
+    for r in results.values():
+        r["summary"] = summary(r["turn"])
+    lines = table(results)
+    print("\n".join(lines))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip()
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        command = "python experiments/pair_views.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        (args.out / "results.md").write_text(
+            f"# Turn between the views of positive pairs\n\nCommand: `{command}` (commit {commit})\n\n"
+            + "\n".join(lines) + "\n")
+        (args.out / "results.json").write_text(json.dumps(
+            {"commit": commit, "study": str(args.study),
+             "sources": {k: {**{f: v for f, v in r.items() if f != "turn"}} for k, r in results.items()}},
+            indent=2))
+    if args.chart:
+        # transitive pairs join other objects: their few same-instance turns say little
+        shown = ("tracker, 5-150 frames apart", "tracker, 15-150 frames apart",
+                 "tracker, 25-150 frames apart", "intra", "viewpoint set: two views of one object")
+        chart({k: results[k]["turn"] for k in shown if len(results[k]["turn"])}, args.chart)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
