@@ -4,12 +4,13 @@ angle of the rotation between its two views. Tracker pairs can teach viewpoint i
 only as far as they turn; the viewpoint set asks for invariance across its turntable.
 
     python experiments/pair_views.py vidmine-data/study-cpu-arms-data800-64 \\
+        vidmine-data/study-cpu-lk-data800-64 --labels "KCF tracks" "LK tracks" \\
         --out experiments/results/pair-views --chart docs/images/study-cpu-pair-turn.png
 
-Prints (and writes to OUT/results.md and .json) per positive source: pairs, tracks, the share
-on one instance, and the turn's quartiles; tracker pairs for several least frame gaps
-(`vidmine-train --min-gap`); and the turns between two views of one object in the viewpoint
-set, for comparison.
+Prints (and writes to OUT/results.md and .json), for each study, per positive source: pairs,
+tracks, the share on one instance, and the turn's quartiles; tracker pairs for several least
+frame gaps (`vidmine-train --min-gap`); and the turns between two views of one object in
+the viewpoint set, for comparison.
 """
 from __future__ import annotations
 
@@ -90,19 +91,34 @@ def table(results: dict[str, dict]) -> list[str]:
     return lines
 
 
-def chart(turns: dict[str, np.ndarray], path: Path) -> None:
+VIEWPOINT_SET = "viewpoint set: two views of one object"
+# transitive pairs join other objects: their few same-instance turns say little
+CHARTED = ("tracker, 5-150 frames apart", "tracker, 15-150 frames apart", "intra")
+
+
+def chart(studies: dict[str, dict[str, dict]], path: Path) -> None:
+    """Cumulative share of pairs by turn: a colour per positive source, a line style per
+    study, the viewpoint set's own turns in black."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, turn in turns.items():
-        ax.plot(np.sort(turn), np.linspace(0, 1, len(turn)), label=name)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+
+    def draw(turn, **style):
+        ax.plot(np.sort(turn), np.linspace(0, 1, len(turn)), **style)
+
+    for (name, results), ls in zip(studies.items(), ("-", "--", "-.", ":")):
+        for source, colour in zip(CHARTED, ("C0", "C1", "C3")):
+            if len(results[source]["turn"]):
+                label = source if len(studies) == 1 else f"{name}: {source}"
+                draw(results[source]["turn"], color=colour, ls=ls, label=label)
+    draw(viewpoint_set_turns(), color="black", lw=1.2, label=VIEWPOINT_SET)
     step = 360 / AZIMUTHS
     ax.axvline(step, color="grey", lw=0.8, ls=":")
     ax.text(step + 2, 0.02, "one azimuth step of\nthe viewpoint set", fontsize=7, color="grey")
     ax.set(xlabel="turn between the two views (degrees)", ylabel="share of pairs at most",
            xlim=(0, 185), title="How far the views of positive pairs turn")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -111,21 +127,32 @@ def chart(turns: dict[str, np.ndarray], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("study", type=Path, help="a study's --out folder (its work/ is read)")
+    parser.add_argument("studies", type=Path, nargs="+",
+                        help="study --out folders (their work/ is read)")
+    parser.add_argument("--labels", nargs="+", help="a short name per study (default: folder names)")
     parser.add_argument("--out", type=Path, help="write results.md and results.json here")
     parser.add_argument("--chart", type=Path, help="write a chart of the turns (PNG)")
     args = parser.parse_args(argv)
-    work = args.study / "work"
-    if not (work / "index.sqlite").is_file():
-        parser.error(f"no study work directory at {work}")
-    results = source_turns(work)
-    if not any(len(r["turn"]) for r in results.values()):
-        parser.error(f"no pair in {work} has rendered poses (mine `vidmine-mine synth --kind solids` videos)")
-    results["viewpoint set: two views of one object"] = {"turn": viewpoint_set_turns()}
-    for r in results.values():
-        r["summary"] = summary(r["turn"])
-    lines = table(results)
-    print("\n".join(lines))
+    labels = args.labels or [study.name for study in args.studies]
+    if len(labels) != len(args.studies):
+        parser.error(f"{len(labels)} labels for {len(args.studies)} studies")
+    studies = {}
+    for study, label in zip(args.studies, labels):
+        work = study / "work"
+        if not (work / "index.sqlite").is_file():
+            parser.error(f"no study work directory at {work}")
+        results = source_turns(work)
+        if not any(len(r["turn"]) for r in results.values()):
+            parser.error(f"no pair in {work} has rendered poses "
+                         "(mine `vidmine-mine synth --kind solids` videos)")
+        results[VIEWPOINT_SET] = {"turn": viewpoint_set_turns()}
+        for r in results.values():
+            r["summary"] = summary(r["turn"])
+        studies[label] = results
+    text = []
+    for name, results in studies.items():
+        text += [f"## {name}", "", *table(results), ""]
+    print("\n".join(text))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parent).stdout.strip()
     if args.out:
@@ -133,16 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         command = "python experiments/pair_views.py " + shlex.join(sys.argv[1:] if argv is None else argv)
         (args.out / "results.md").write_text(
             f"# Turn between the views of positive pairs\n\nCommand: `{command}` (commit {commit})\n\n"
-            + "\n".join(lines) + "\n")
+            + "\n".join(text))
         (args.out / "results.json").write_text(json.dumps(
-            {"commit": commit, "study": str(args.study),
-             "sources": {k: {**{f: v for f, v in r.items() if f != "turn"}} for k, r in results.items()}},
-            indent=2))
+            {"commit": commit, "studies": {
+                name: {k: {f: v for f, v in r.items() if f != "turn"} for k, r in results.items()}
+                for name, results in studies.items()}}, indent=2))
     if args.chart:
-        # transitive pairs join other objects: their few same-instance turns say little
-        shown = ("tracker, 5-150 frames apart", "tracker, 15-150 frames apart",
-                 "tracker, 25-150 frames apart", "intra", "viewpoint set: two views of one object")
-        chart({k: results[k]["turn"] for k in shown if len(results[k]["turn"])}, args.chart)
+        chart(studies, args.chart)
     return 0
 
 
