@@ -24,24 +24,31 @@ from pathlib import Path
 
 import numpy as np
 
-from vidmine.graph.quality import crop_labels, turn_degrees
+from vidmine.arrays import lookup_sorted
+from vidmine.graph.quality import CropTruth, crop_labels, turn_degrees
 from vidmine.mining.evalsets import AZIMUTHS, ELEVATIONS
 from vidmine.mining.render import rotation
 from vidmine.storage.store import StorageConfig, Store
-from vidmine.training.data import neighbours_in_time, read_crop_table, read_pairs
+from vidmine.training.data import CropTable, neighbours_in_time, read_crop_table, read_pairs
 
 MIN_GAPS = (5, 10, 15, 20, 25, 30)
 MAX_GAP = 150
 
 
-def source_turns(work: Path) -> dict[str, dict]:
-    """Per positive source: crop ids of its pairs' two sides and the track of each pair."""
+def load(work: Path):
+    """The ground truth of every object crop, the crop table and the graph's pairs."""
     with Store(StorageConfig(workdir=str(work)), create=False) as store:
         truth = crop_labels(store)
         with store.index.read() as conn:
             table = read_crop_table(conn)
             graph_pairs = {kind: read_pairs(conn, table, kind, "train", None)
                            for kind in ("intra", "transitive")}
+    return truth, table, graph_pairs
+
+
+def source_turns(truth: CropTruth, table: CropTable, graph_pairs: dict) -> dict[str, dict]:
+    """Per positive source: its pairs and tracks, the share of pairs on one instance, and
+    the turns of those (tracker pairs as vidmine-train draws them, for each least gap)."""
     objects = np.flatnonzero(~table.is_frame & (table.track >= 0))
     sources = {}
     for gap in MIN_GAPS:
@@ -50,15 +57,30 @@ def source_turns(work: Path) -> dict[str, dict]:
     sources.update(graph_pairs)
     out = {}
     for name, (a, b) in sources.items():
-        ra = np.searchsorted(truth.ids, table.ids[a])
-        rb = np.searchsorted(truth.ids, table.ids[b])
-        known = (truth.instance[ra] >= 0) & (truth.instance[rb] >= 0)
-        one = known & (truth.instance[ra] == truth.instance[rb])
+        ra, rb = lookup_sorted(truth.ids, table.ids[a]), lookup_sorted(truth.ids, table.ids[b])
+        known = (ra >= 0) & (rb >= 0)
+        ra, rb = ra[known], rb[known]
+        labelled = (truth.instance[ra] >= 0) & (truth.instance[rb] >= 0)
+        one = labelled & (truth.instance[ra] == truth.instance[rb])
         turn = turn_degrees(truth.rotation[ra[one]], truth.rotation[rb[one]])
         out[name] = {"pairs": int(len(a)), "tracks": int(len(np.unique(table.track[a]))),
-                     "one_instance": float(one.sum() / max(known.sum(), 1)),
+                     "one_instance": float(one.sum() / max(labelled.sum(), 1)),
                      "turn": turn[np.isfinite(turn)]}
     return out
+
+
+def track_spans(table: CropTable) -> dict:
+    """Source frames from the first to the last crop of each track: median, 90th percentile."""
+    objects = ~table.is_frame & (table.track >= 0)
+    track, frame = table.track[objects], table.frame[objects]
+    _, inverse = np.unique(track, return_inverse=True)
+    first = np.full(inverse.max() + 1, np.iinfo(np.int64).max)
+    last = np.full(inverse.max() + 1, np.iinfo(np.int64).min)
+    np.minimum.at(first, inverse, frame)
+    np.maximum.at(last, inverse, frame)
+    span = last - first
+    return {"tracks": int(len(span)), "median": float(np.median(span)),
+            "p90": float(np.percentile(span, 90))}
 
 
 def viewpoint_set_turns() -> np.ndarray:
@@ -136,12 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     labels = args.labels or [study.name for study in args.studies]
     if len(labels) != len(args.studies):
         parser.error(f"{len(labels)} labels for {len(args.studies)} studies")
-    studies = {}
+    studies, spans = {}, {}
     for study, label in zip(args.studies, labels):
         work = study / "work"
         if not (work / "index.sqlite").is_file():
             parser.error(f"no study work directory at {work}")
-        results = source_turns(work)
+        truth, crop_table, graph_pairs = load(work)
+        results = source_turns(truth, crop_table, graph_pairs)
         if not any(len(r["turn"]) for r in results.values()):
             parser.error(f"no pair in {work} has rendered poses "
                          "(mine `vidmine-mine synth --kind solids` videos)")
@@ -149,9 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         for r in results.values():
             r["summary"] = summary(r["turn"])
         studies[label] = results
+        spans[label] = track_spans(crop_table)
     text = []
     for name, results in studies.items():
-        text += [f"## {name}", "", *table(results), ""]
+        span = spans[name]
+        text += [f"## {name}", "", f"{span['tracks']:,} tracks; a track spans {span['median']:.0f} "
+                 f"source frames (median; 90th percentile {span['p90']:.0f}).", "", *table(results), ""]
     print("\n".join(text))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parent).stdout.strip()
@@ -162,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             f"# Turn between the views of positive pairs\n\nCommand: `{command}` (commit {commit})\n\n"
             + "\n".join(text))
         (args.out / "results.json").write_text(json.dumps(
-            {"commit": commit, "studies": {
+            {"commit": commit, "track_spans": spans, "studies": {
                 name: {k: {f: v for f, v in r.items() if f != "turn"} for k, r in results.items()}
                 for name, results in studies.items()}}, indent=2))
     if args.chart:

@@ -98,7 +98,9 @@ def test_study_smoke(tmp_path, capsys):
     views = _load(STUDY.with_name("pair_views.py"))
     assert views.main([str(out), "--out", str(tmp_path / "views"),
                        "--chart", str(tmp_path / "views.png")]) == 0
-    sources = json.loads((tmp_path / "views" / "results.json").read_text())["studies"][out.name]
+    written = json.loads((tmp_path / "views" / "results.json").read_text())
+    sources, span = written["studies"][out.name], written["track_spans"][out.name]
+    assert span["tracks"] == stages["mine-train"]["tracks"] and 0 <= span["median"] <= span["p90"]
     tracker = [sources[f"tracker, {g}-150 frames apart"] for g in views.MIN_GAPS]
     assert tracker[0]["summary"]["scored"] > 0 and tracker[0]["one_instance"] >= 0.9
     assert [r["pairs"] for r in tracker] == sorted((r["pairs"] for r in tracker), reverse=True)
