@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidmine.arrays import lookup_sorted
-from vidmine.graph.quality import CropTruth, crop_labels, turn_degrees
+from vidmine.graph.quality import CropTruth, crop_labels, instance_turns, turn_degrees
 from vidmine.mining.evalsets import AZIMUTHS, ELEVATIONS
 from vidmine.mining.render import rotation
 from vidmine.storage.store import StorageConfig, Store
@@ -57,15 +56,9 @@ def source_turns(truth: CropTruth, table: CropTable, graph_pairs: dict) -> dict[
     sources.update(graph_pairs)
     out = {}
     for name, (a, b) in sources.items():
-        ra, rb = lookup_sorted(truth.ids, table.ids[a]), lookup_sorted(truth.ids, table.ids[b])
-        known = (ra >= 0) & (rb >= 0)
-        ra, rb = ra[known], rb[known]
-        labelled = (truth.instance[ra] >= 0) & (truth.instance[rb] >= 0)
-        one = labelled & (truth.instance[ra] == truth.instance[rb])
-        turn = turn_degrees(truth.rotation[ra[one]], truth.rotation[rb[one]])
+        turn, one_instance = instance_turns(truth, table.ids[a], table.ids[b])
         out[name] = {"pairs": int(len(a)), "tracks": int(len(np.unique(table.track[a]))),
-                     "one_instance": float(one.sum() / max(labelled.sum(), 1)),
-                     "turn": turn[np.isfinite(turn)]}
+                     "one_instance": one_instance, "turn": turn}
     return out
 
 

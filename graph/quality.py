@@ -143,15 +143,22 @@ def pair_quality(store: Store, graph: Graph) -> dict | None:
     return out
 
 
-def pair_turn(truth: CropTruth, a: np.ndarray, b: np.ndarray) -> dict | None:
-    """How far the views of pairs (crop ids ``a``, ``b``) on one instance turn, in degrees:
-    median and 90th percentile over the pairs with known poses; None where none has."""
+def instance_turns(truth: CropTruth, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+    """For pairs of crop ids ``a``, ``b``: the turns (degrees) of those on one instance with
+    known poses, and the share on one instance of the pairs whose crops both have one."""
     ra, rb = lookup_sorted(truth.ids, a), lookup_sorted(truth.ids, b)
     known = (ra >= 0) & (rb >= 0)
     ra, rb = ra[known], rb[known]
-    one = (truth.instance[ra] >= 0) & (truth.instance[ra] == truth.instance[rb])
+    labelled = (truth.instance[ra] >= 0) & (truth.instance[rb] >= 0)
+    one = labelled & (truth.instance[ra] == truth.instance[rb])
     turn = turn_degrees(truth.rotation[ra[one]], truth.rotation[rb[one]])
-    turn = turn[np.isfinite(turn)]
+    return turn[np.isfinite(turn)], float(one.sum() / max(labelled.sum(), 1))
+
+
+def pair_turn(truth: CropTruth, a: np.ndarray, b: np.ndarray) -> dict | None:
+    """How far the views of pairs on one instance turn: median and 90th percentile in
+    degrees (see instance_turns); None where no pair has known poses."""
+    turn, _ = instance_turns(truth, a, b)
     if not len(turn):
         return None
     median, p90 = np.percentile(turn, [50, 90])
