@@ -16,8 +16,9 @@ Arms (same backbone, steps, batch, image size, learning rate):
 Ablation arms, run only when named in --arms: moco-tracker-transitive and
 triplet-intra-transitive (intra-instance and transitive positives half and half),
 triplet-tracker-transitive-nocolour (the same with every tracked crop pair for intra),
-moco-tracker-far-nocolour (tracker pairs at least 15 frames apart), and *-nocolour arms
-trained without colour jitter and grayscale (docs/study.md, "Ablation").
+moco-tracker-far-nocolour (tracker pairs at least 15 frames apart), *-nocolour arms
+trained without colour jitter and grayscale, and *-othervideos arms whose MoCo negatives
+come from other videos only (docs/study.md, "Ablation").
 Floors: an untrained network (one per seed), a colour histogram, raw 8x8 pixels and the
 hand-crafted descriptor.
 
@@ -69,11 +70,17 @@ ABLATION_ARMS = {
     # tracker pairs at least 15 frames apart: the object has turned by 47 degrees (median)
     # instead of 23, about one azimuth step of the viewpoint set, from a fifth of the tracks
     "moco-tracker-far-nocolour": ("moco", "tracker:1"),
+    # negatives from other videos only: no queued key of the pair's own video, so a crop's own
+    # object under another view is never pushed away (training option --queue-exclude video)
+    "moco-none-nocolour-othervideos": ("moco", "none:1"),
+    "moco-tracker-nocolour-othervideos": ("moco", "tracker:1"),
 }
 ALL_ARMS = {**ARMS, **ABLATION_ARMS}
 # Training flags of an arm. ARM_FLAGS change the recipe, so an arm's plain-MoCo baseline is
 # the one with the same ARM_FLAGS; PAIR_FLAGS only choose which pairs of a source it uses.
-ARM_FLAGS = {arm: ("--no-colour-augment",) for arm in ABLATION_ARMS if arm.endswith("-nocolour")}
+RECIPE_SUFFIXES = {"-nocolour": ("--no-colour-augment",), "-othervideos": ("--queue-exclude", "video")}
+ARM_FLAGS = {arm: flags for arm in ABLATION_ARMS
+             if (flags := sum((f for s, f in RECIPE_SUFFIXES.items() if s in arm), ()))}
 PAIR_FLAGS = {"moco-tracker-far-nocolour": ("--min-gap", "15")}
 FLOOR_NAMES = ("untrained resnet18", "colour-histogram (floor)", "raw-pixels (floor)",
                "handcrafted (floor)")

@@ -170,10 +170,14 @@ def test_claims_compare_each_arm_with_plain_moco_trained_the_same_way():
               "moco-none": {col: [40.0, 41.0, 42.0]},
               "moco-none-nocolour": {col: [44.0, 45.0, 46.0]},
               "moco-tracker-nocolour": {col: [43.0, 44.0, 45.0]},
-              "moco-tracker": {col: [41.0, 42.0, 43.0]}}
+              "moco-tracker": {col: [41.0, 42.0, 43.0]},
+              "moco-none-nocolour-othervideos": {col: [40.0, 40.0, 40.0]},
+              "moco-tracker-nocolour-othervideos": {col: [42.0, 42.0, 42.0]}}
     lines = study.claims(values, ["viewpoint (rendered)"], list(values)[len(floors):])
     assert "- viewpoint (rendered): moco-tracker-nocolour above moco-none-nocolour: no (-1.0)" \
         in lines
+    assert ("- viewpoint (rendered): moco-tracker-nocolour-othervideos above "
+            "moco-none-nocolour-othervideos: yes (+2.0)") in lines
     assert "- viewpoint (rendered): moco-tracker above moco-none: yes (+1.0)" in lines
     assert not any(line.startswith("- viewpoint (rendered): moco-none") for line in lines)
     assert "  - Top-10: moco-none-nocolour above every floor by more than 2 sd: yes" in lines

@@ -107,6 +107,29 @@ def test_info_nce_matches_the_direct_formula():
         neg = sum(math.exp(float(q[i] @ queue[:, j]) / t) for j in range(30))
         direct += -math.log(pos / (pos + neg))
     assert info_nce(q, k, queue, t).item() == pytest.approx(direct / 5, rel=1e-5)
+    # Excluded negatives drop out of the sum, as if they were not in the queue.
+    excluded = torch.zeros(5, 30, dtype=torch.bool)
+    excluded[:, 10:] = True
+    assert info_nce(q, k, queue, t, excluded).item() == pytest.approx(
+        info_nce(q, k, queue[:, :10], t).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("exclude,field", [("video", "video"), ("track", "group")])
+def test_moco_leaves_the_pairs_own_keys_out_of_its_negatives(exclude, field):
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    # Every pair owns 1 and 2 (the query's and the key's), one way round or the other.
+    meta = {f"a_{field}": torch.tensor([1, 2, 1, 2]), f"p_{field}": torch.tensor([2, 1, 2, 1])}
+    masked = MoCo("resnet18", dim=8, queue=8, exclude=exclude)
+    masked.queue_owner.copy_(torch.tensor([1, 1, 2, 2, 1, 2, 9, 9]))
+    # The same network with a queue of only the two keys no pair owns (video or track 9).
+    plain = MoCo("resnet18", dim=8, queue=2)
+    state = {k: v for k, v in masked.state_dict().items() if not k.startswith("queue")}
+    plain.load_state_dict(state, strict=False)
+    plain.queue.copy_(masked.queue[:, 6:])
+    assert masked(x, y, meta).item() == pytest.approx(plain(x, y, meta).item(), rel=1e-5)
+    # Its keys went into the queue with their owners (the key's side of each pair).
+    assert masked.queue_owner[:4].tolist() == [2, 1, 2, 1]
 
 
 def test_moco_queue_wraps_and_key_encoder_follows_by_momentum():

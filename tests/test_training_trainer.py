@@ -19,6 +19,7 @@ from vidmine.errors import UsageError
 from vidmine.training.backbones import load_backbone
 from vidmine.training.cli import main
 from vidmine.training.config import TrainConfig
+from vidmine.training.models import NO_OWNER
 from vidmine.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,12 +61,13 @@ def test_triplet_training_lowers_the_loss_and_checkpoint_loads(train_store, tmp_
     assert row.status == "done" and json.loads(row.summary)["checkpoint"].endswith("final.pt")
 
 
-@pytest.mark.parametrize("objective,workers", [("moco", 0), ("triplet", 2)])
-def test_resume_is_exact(train_store, tmp_path, objective, workers):
+@pytest.mark.parametrize("objective,workers,exclude", [("moco", 0, "video"), ("triplet", 2, "none")])
+def test_resume_is_exact(train_store, tmp_path, objective, workers, exclude):
     """N steps at once == N/2 steps, a fresh process state, then N/2 more from the checkpoint."""
     store, _ = train_store
     cfg = TrainConfig(**{**SMALL, "objective": objective, "positives": "intra:1,temporal:1",
-                         "steps": 4, "workers": workers, "warmup_steps": 2})
+                         "steps": 4, "workers": workers, "warmup_steps": 2,
+                         "queue_exclude": exclude})
     straight = Trainer(cfg, store, tmp_path / "straight")
     straight.fit(progress=False)
     half = Trainer(cfg, store, tmp_path / "halves")
@@ -82,6 +84,10 @@ def test_resume_is_exact(train_store, tmp_path, objective, workers):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert _losses(tmp_path / "straight") == _losses(tmp_path / "halves")
+    if exclude == "video":  # the queue holds the videos of the keys it was given
+        videos = set(straight.data.table.video.tolist())
+        owners = set(straight.net.queue_owner.tolist()) - {NO_OWNER}
+        assert owners and owners <= videos
 
 
 def _cli_args(workdir: Path, *extra: str) -> list[str]:

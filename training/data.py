@@ -286,5 +286,6 @@ class PairDataset(Dataset):
         t = self.table
         return {"a": images[:n], "p": images[n:], "step": step, "bad": bad,
                 "a_group": torch.from_numpy(t.group[a]), "p_group": torch.from_numpy(t.group[p]),
+                "a_video": torch.from_numpy(t.video[a]), "p_video": torch.from_numpy(t.video[p]),
                 "a_cluster": torch.from_numpy(t.cluster[a]),
                 "p_cluster": torch.from_numpy(t.cluster[p])}

@@ -63,11 +63,14 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, forbidden: torch.Tensor, marg
 
 
 def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
-             temperature: float) -> torch.Tensor:
-    """MoCo's InfoNCE: each query's key is its positive, the queue [dim, K] its negatives.
-    ``q``, ``k`` and the queue are expected L2-normalised."""
+             temperature: float, excluded: torch.Tensor | None = None) -> torch.Tensor:
+    """MoCo's InfoNCE: each query's key is its positive, the queue [dim, K] its negatives,
+    less those ``excluded`` [B, K] marks for that query. ``q``, ``k`` and the queue are
+    expected L2-normalised."""
     pos = (q * k).sum(1, keepdim=True)
     neg = q @ queue
+    if excluded is not None:
+        neg = neg.masked_fill(excluded, float("-inf"))
     logits = torch.cat([pos, neg], 1).float() / temperature
     labels = torch.zeros(len(q), dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, labels)

@@ -57,10 +57,16 @@ class MoCo(nn.Module):
     keys are shuffled between processes, as in the reference. In one process (``bn_splits``
     > 1) both encoders normalise in groups of the batch and the keys are shuffled before
     theirs, as the reference's single-GPU demo does: key i then lies in a random group,
-    never in the group its query was normalised with."""
+    never in the group its query was normalised with.
+
+    ``exclude`` ("track" or "video") keeps, beside each key in the queue, the track or video
+    of its crop, and leaves out of a query's negatives the keys of its pair's own tracks or
+    videos: the reference treats every other image as another instance, so a crop's own
+    object under another view is pushed away (docs/training.md, *False negatives*)."""
 
     def __init__(self, backbone: str, dim: int = 128, queue: int = 65536, momentum: float = 0.999,
-                 temperature: float = 0.2, mlp: bool = True, bn_splits: int = 1):
+                 temperature: float = 0.2, mlp: bool = True, bn_splits: int = 1,
+                 exclude: str = "none"):
         super().__init__()
         self.trunk: Trunk = Trunk(backbone, bn_splits)
         self.encoder_q = nn.Sequential(self.trunk, projection_head(self.trunk.feature_dim, dim, mlp))
@@ -70,6 +76,10 @@ class MoCo(nn.Module):
         self.momentum, self.temperature = momentum, temperature
         self.register_buffer("queue", F.normalize(torch.randn(dim, queue), dim=0))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.exclude = exclude
+        if exclude != "none":
+            # The filler owner matches no track or video until a real key replaces it.
+            self.register_buffer("queue_owner", torch.full((queue,), NO_OWNER, dtype=torch.long))
 
     @torch.no_grad()
     def _momentum_update(self) -> None:
@@ -99,20 +109,30 @@ class MoCo(nn.Module):
         return F.normalize(out, dim=1)
 
     @torch.no_grad()
-    def _enqueue(self, keys: torch.Tensor) -> None:
+    def _enqueue(self, keys: torch.Tensor, owners: torch.Tensor | None = None) -> None:
         keys = concat_all_gather(keys.float())
         size = self.queue.shape[1]
         idx = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % size
         self.queue[:, idx] = keys.T
+        if owners is not None:
+            self.queue_owner[idx] = concat_all_gather(owners)
         self.queue_ptr.copy_((self.queue_ptr + len(keys)) % size)
 
     def forward(self, im_q, im_k, meta: dict | None = None) -> torch.Tensor:
         q = F.normalize(self.encoder_q(im_q), dim=1)
         self._momentum_update()
         k = self._keys(im_k)
-        loss = info_nce(q, k, self.queue.clone().detach(), self.temperature)
-        self._enqueue(k)
+        own = None
+        if self.exclude != "none":
+            field = "group" if self.exclude == "track" else "video"
+            mine, key_owner = meta[f"a_{field}"], meta[f"p_{field}"]
+            own = (self.queue_owner[None] == mine[:, None]) | (self.queue_owner[None] == key_owner[:, None])
+        loss = info_nce(q, k, self.queue.clone().detach(), self.temperature, own)
+        self._enqueue(k, None if own is None else key_owner)
         return loss
+
+
+NO_OWNER = torch.iinfo(torch.long).min
 
 
 def moco_schedule(steps: int, batch: int, crops: int, momentum: float | None = None,
@@ -148,4 +168,5 @@ def build_model(cfg, momentum: float = 0.999, queue: int = 65536, splits: int = 
     the trainer (:func:`moco_schedule`, :func:`bn_splits`)."""
     if cfg.objective == "triplet":
         return TripletNet(cfg.backbone, cfg.embed_dim, cfg.margin, cfg.negatives)
-    return MoCo(cfg.backbone, cfg.moco_dim, queue, momentum, cfg.temperature, cfg.mlp, splits)
+    return MoCo(cfg.backbone, cfg.moco_dim, queue, momentum, cfg.temperature, cfg.mlp, splits,
+                cfg.queue_exclude)

@@ -40,14 +40,15 @@ from .config import TrainConfig
 from .data import MixBatchSampler, PairDataset, batch_seed, load_pair_data
 from .models import bn_splits, build_model, moco_schedule
 
-META = ("a_group", "p_group", "a_cluster", "p_cluster")
+META = ("a_group", "p_group", "a_video", "p_video", "a_cluster", "p_cluster")
 
 
 class TrainingDiverged(UsageError):
     """The loss became nan or inf: a learning rate too high for the batch, most often."""
 # Settings that shape the model or the data stream: a resumed job must keep them.
 RESUME_FIXED = ("objective", "backbone", "positives", "image_size", "batch_size", "embed_dim",
-                "moco_dim", "moco_queue", "mlp", "seed", "split", "pairs_run", "min_gap", "max_gap")
+                "moco_dim", "moco_queue", "mlp", "seed", "split", "pairs_run", "min_gap", "max_gap",
+                "queue_exclude")
 
 
 def warmup_cosine(warmup: int, total: int):
@@ -192,7 +193,8 @@ class Trainer:
                                 "scheduler": self.scheduler.state_dict(), "step": self.step})
 
     def _load(self, path: Path, ckpt: dict) -> None:
-        old = ckpt.get("config", {})
+        # A checkpoint from before a setting existed was trained with its default.
+        old = {k: getattr(TrainConfig, k) for k in RESUME_FIXED} | ckpt.get("config", {})
         changed = [k for k in RESUME_FIXED if old.get(k) != getattr(self.cfg, k)]
         if changed:
             raise UsageError(f"cannot resume {path} with changed settings {changed}; "
