@@ -17,8 +17,8 @@ Ablation arms, run only when named in --arms: moco-tracker-transitive and
 triplet-intra-transitive (intra-instance and transitive positives half and half),
 triplet-tracker-transitive-nocolour (the same with every tracked crop pair for intra),
 moco-tracker-far-nocolour (tracker pairs at least 15 frames apart), *-nocolour arms
-trained without colour jitter and grayscale, and *-othervideos arms whose MoCo negatives
-come from other videos only (docs/study.md, "Ablation").
+trained without colour jitter and grayscale, and *-othervideos / *-othertracks arms whose
+MoCo negatives come from other videos / other tracks only (docs/study.md, "Ablation").
 Floors: an untrained network (one per seed), a colour histogram, raw 8x8 pixels and the
 hand-crafted descriptor.
 
@@ -74,11 +74,16 @@ ABLATION_ARMS = {
     # object under another view is never pushed away (training option --queue-exclude video)
     "moco-none-nocolour-othervideos": ("moco", "none:1"),
     "moco-tracker-nocolour-othervideos": ("moco", "tracker:1"),
+    # negatives from other tracks only: the pair's own track is never a negative, but the other
+    # objects of its video (on the same background) still are (--queue-exclude track)
+    "moco-none-nocolour-othertracks": ("moco", "none:1"),
+    "moco-tracker-nocolour-othertracks": ("moco", "tracker:1"),
 }
 ALL_ARMS = {**ARMS, **ABLATION_ARMS}
 # Training flags of an arm. ARM_FLAGS change the recipe, so an arm's plain-MoCo baseline is
 # the one with the same ARM_FLAGS; PAIR_FLAGS only choose which pairs of a source it uses.
-RECIPE_SUFFIXES = {"-nocolour": ("--no-colour-augment",), "-othervideos": ("--queue-exclude", "video")}
+RECIPE_SUFFIXES = {"-nocolour": ("--no-colour-augment",), "-othervideos": ("--queue-exclude", "video"),
+                   "-othertracks": ("--queue-exclude", "track")}
 ARM_FLAGS = {arm: flags for arm in ABLATION_ARMS
              if (flags := sum((f for s, f in RECIPE_SUFFIXES.items() if s in arm), ()))}
 PAIR_FLAGS = {"moco-tracker-far-nocolour": ("--min-gap", "15")}

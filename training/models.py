@@ -50,6 +50,10 @@ def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+# Owner of a queue slot no key has filled yet: no track or video id equals it.
+NO_OWNER = torch.iinfo(torch.long).min
+
+
 class MoCo(nn.Module):
     """MoCo v2 (He et al. 2020; Chen et al. 2020), after facebookresearch/moco/builder.py.
 
@@ -78,7 +82,6 @@ class MoCo(nn.Module):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.exclude = exclude
         if exclude != "none":
-            # The filler owner matches no track or video until a real key replaces it.
             self.register_buffer("queue_owner", torch.full((queue,), NO_OWNER, dtype=torch.long))
 
     @torch.no_grad()
@@ -130,9 +133,6 @@ class MoCo(nn.Module):
         loss = info_nce(q, k, self.queue.clone().detach(), self.temperature, own)
         self._enqueue(k, None if own is None else key_owner)
         return loss
-
-
-NO_OWNER = torch.iinfo(torch.long).min
 
 
 def moco_schedule(steps: int, batch: int, crops: int, momentum: float | None = None,
