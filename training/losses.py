@@ -13,14 +13,19 @@ import torch
 import torch.nn.functional as F
 
 
+def shares_owner(candidates: torch.Tensor, a_owner: torch.Tensor, p_owner: torch.Tensor) -> torch.Tensor:
+    """[B, N] mask: True where candidate n has the owner (track, video, cluster) of a or p of
+    pair i."""
+    return (candidates[None] == a_owner[:, None]) | (candidates[None] == p_owner[:, None])
+
+
 def forbidden_negatives(a_group: torch.Tensor, p_group: torch.Tensor, a_cluster: torch.Tensor,
                         p_cluster: torch.Tensor) -> torch.Tensor:
     """[B, 2B] mask: True where candidate n (anchors then positives) may not be a negative of
     pair i, because it shares a track (or frame video) or a cluster with a or p of pair i."""
-    groups = torch.cat([a_group, p_group])
     cl = torch.cat([a_cluster, p_cluster])
-    same_group = (groups[None] == a_group[:, None]) | (groups[None] == p_group[:, None])
-    same_cluster = (cl[None] >= 0) & ((cl[None] == a_cluster[:, None]) | (cl[None] == p_cluster[:, None]))
+    same_group = shares_owner(torch.cat([a_group, p_group]), a_group, p_group)
+    same_cluster = (cl[None] >= 0) & shares_owner(cl, a_cluster, p_cluster)
     b = len(a_group)
     own = torch.zeros_like(same_group)
     own[torch.arange(b), torch.arange(b)] = True

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import Trunk
-from .losses import forbidden_negatives, info_nce, triplet_loss
+from .losses import forbidden_negatives, info_nce, shares_owner, triplet_loss
 
 
 class TripletNet(nn.Module):
@@ -125,13 +125,13 @@ class MoCo(nn.Module):
         q = F.normalize(self.encoder_q(im_q), dim=1)
         self._momentum_update()
         k = self._keys(im_k)
-        own = None
+        own = key_owner = None
         if self.exclude != "none":
             field = "group" if self.exclude == "track" else "video"
-            mine, key_owner = meta[f"a_{field}"], meta[f"p_{field}"]
-            own = (self.queue_owner[None] == mine[:, None]) | (self.queue_owner[None] == key_owner[:, None])
+            key_owner = meta[f"p_{field}"]
+            own = shares_owner(self.queue_owner, meta[f"a_{field}"], key_owner)
         loss = info_nce(q, k, self.queue.clone().detach(), self.temperature, own)
-        self._enqueue(k, None if own is None else key_owner)
+        self._enqueue(k, key_owner)
         return loss
 
 
