@@ -23,6 +23,7 @@ Mining settings can be overridden with the same flags as ``vidmine-mine run`` (e
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -45,14 +46,17 @@ SYNTHETIC_SEED = 7
 
 
 def synthetic_clip(folder: Path, width: int, height: int) -> Path:
-    """The synthetic clip of this size, made on first use (a few seconds to a minute)."""
-    from vidmine.mining.synthetic import generate_video
-    path = folder / f"synthetic_{width}x{height}_seed{SYNTHETIC_SEED}_{SYNTHETIC_SECONDS:g}s.mp4"
+    """The synthetic clip of this size, made on first use (a few seconds to a minute). Its name
+    carries a digest of the generator's source and of PyAV's version: a clip cached by an
+    older generator or encoder is made again, not measured in its place."""
+    from vidmine.mining import synthetic
+    tag = hashlib.sha1(Path(synthetic.__file__).read_bytes() + av.__version__.encode()).hexdigest()[:8]
+    path = folder / f"synthetic_{width}x{height}_seed{SYNTHETIC_SEED}_{SYNTHETIC_SECONDS:g}s_{tag}.mp4"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial.mp4")   # a killed run leaves no half clip behind
-        generate_video(partial, seed=SYNTHETIC_SEED, n_objects=3, width=width, height=height,
-                       seconds=SYNTHETIC_SECONDS)
+        synthetic.generate_video(partial, seed=SYNTHETIC_SEED, n_objects=3, width=width,
+                                 height=height, seconds=SYNTHETIC_SECONDS)
         partial.rename(path)
     return path
 
