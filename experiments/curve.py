@@ -17,6 +17,9 @@ import statistics
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study import cell as mean_sd  # noqa: E402  (experiments/ is not a package)
+
 FLOOR_MARK = "(floor)"
 UNTRAINED = "untrained"
 
@@ -38,12 +41,6 @@ def load_points(run_dirs: list[Path], arm: str, metric: str) -> tuple[list[dict]
             if (FLOOR_MARK in model or model.startswith(UNTRAINED)) and metric in scores:
                 floors.setdefault(model, scores[metric]["values"])
     return sorted(points, key=lambda p: (p["videos"], p["steps"])), floors
-
-
-def mean_sd(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
 def table(points: list[dict], floors: dict, arm: str, metric: str) -> str:

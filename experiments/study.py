@@ -1,8 +1,8 @@
 """Do pairs mined from video teach invariances that plain instance discrimination does not?
 One command renders a fixed set of videos of 3D solids, mines them, builds the graph (with
-the paper's bootstrap), trains one backbone under four arms with one budget and three seeds,
-and measures every network beside floors that learn nothing, on invariance sets rendered
-from held-out objects that no training video contains:
+the paper's bootstrap, when an arm reads the graph), trains one backbone under four arms
+with one budget and three seeds, and measures every network beside floors that learn
+nothing, on invariance sets rendered from held-out objects that no training video contains:
 
     python experiments/study.py --scale cpu --seeds 0 1 2          # the study, 2 CPU cores
     python experiments/study.py --scale gpu --seeds 0 1 2          # larger, when a GPU is lent
@@ -107,6 +107,16 @@ PRESETS = {
 MINING = ["--sample-fps", "12", "--track-span", "60", "--crop-stride", "1", "--stable-s", "0",
           "--sheet", "none"]
 KEEP_IF_COLOUR_AT_MOST = 60.0   # a set is kept for claims when the colour histogram scores <= this
+
+
+def reads_graph(arm: str) -> bool:
+    """Whether an arm's training reads the graph: pairs of the pairs table, or (the triplet
+    loss's forbidden negatives) the crops' clusters. Tracker and plain pairs come from the
+    crops alone."""
+    from vidmine.training.config import PAIR_SOURCES, parse_positives
+
+    objective, positives = ALL_ARMS[arm]
+    return objective == "triplet" or any(s in PAIR_SOURCES for s in parse_positives(positives))
 
 
 class OutOfTime(Exception):
@@ -442,11 +452,20 @@ def commits(out: Path) -> list[str]:
     return seen
 
 
+def pairs_line(state: dict) -> str:
+    stage = "graph-bootstrap" if "graph-bootstrap" in state else "graph-handcrafted"
+    when = ("after the bootstrap" if stage == "graph-bootstrap" else
+            "of the hand-crafted graph (no arm here reads the graph: no bootstrap needed)")
+    return (f"Pairs per source {when}: "
+            + ", ".join(f"{k} {v}" for k, v in state[stage]["pairs"].items()) + ".")
+
+
 def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
-                  retrieval: list[dict]) -> None:
+                  retrieval: list[dict], made: dict) -> None:
+    """results.md, results.json and the chart. ``made``: the command, the commits its stages
+    ran at, the device and the settings (and, for a merged study, its parts)."""
     from vidmine.evaluation.report import bar_chart
     values = collect(ris, retrieval)
-    command = shlex.join(["python", "experiments/study.py", *args.argv])
     sets = list(dict.fromkeys(r["invariance"] for r in ris))
     seeds = sorted({int(m.group(1)) for r in ris
                     if (m := re.fullmatch(r".+-s(\d+)/final", r["model"]))})
@@ -455,8 +474,11 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
     if args.scale == "toy":
         md += ["**Smoke check of the plumbing: these numbers say nothing about the claim.**", ""]
     mined = state["mine-train"]
-    md += [f"Command: `{command}` (commit {', then '.join(commits(out))})", "",
-           f"Device: {device_name()}", "",
+    md += [f"Command: `{made['command']}` (commit {', then '.join(made['commits'])})", "",
+           *(f"- part: `{part['command']}` (commit {', then '.join(part['commits'])}; "
+             f"seeds {' '.join(map(str, part['seeds']))})" for part in made.get("parts", [])),
+           *([""] if "parts" in made else []),
+           f"Device: {made['device']}", "",
            f"Budget per arm: ResNet-18, {p['steps']} steps x {p['batch_size']} pairs at "
            f"{p['image_size']} px, lr {p['lr']}; bootstrap triplet network on intra pairs "
            f"{p['bootstrap_steps']} steps; seeds {' '.join(map(str, seeds))} (asked: "
@@ -464,14 +486,15 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
            f"Training data: {state['data']['videos']} rendered videos of solids (train pool; "
            f"textures from {state['data']['texture_photos']} photos, 0: procedural only): "
            f"{mined['videos']['done']} mined, {mined['tracks']} tracks, {mined['crops']} crops. "
-           "Pairs per source after the bootstrap: "
-           + ", ".join(f"{k} {v}" for k, v in state["graph-bootstrap"]["pairs"].items()) + ".",
+           + pairs_line(state),
            "", "Pair quality against the rendered ground truth (share right; vidmine-graph "
            "stats):", "", "| graph | intra pairs on one instance | inter edges on one category "
            "| inter edges on one instance | transitive pairs on one category |",
            "| --- | --- | --- | --- | --- |"]
     for stage, label in (("graph-handcrafted", "hand-crafted descriptor"),
                          ("graph-bootstrap", "bootstrap network")):
+        if stage not in state:
+            continue
         q = state[stage].get("pair_quality") or {}
         md.append(f"| {label} | " + " | ".join(
             f"{q[k]['right']} of {q[k]['scored']}" if q.get(k) else "-" for k in (
@@ -512,8 +535,7 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
               out / "ris_top10.png", errors=errors)
     (out / "results.md").write_text("\n".join(md) + "\n")
     (out / "results.json").write_text(json.dumps(
-        {"command": command, "commits": commits(out), "scale": args.scale, "preset": p,
-         "seeds": seeds, "device": device_name(), "stages": state,
+        {**made, "scale": args.scale, "preset": p, "seeds": seeds, "stages": state,
          "summary": {a: {m: {"mean": stats(v)[0], "sd": stats(v)[1], "values": v}
                          for m, v in cols.items()} for a, cols in values.items()},
          "ris": ris, "retrieval": retrieval}, indent=2))
@@ -533,7 +555,7 @@ RESULT_SETTINGS = (*OVERRIDABLE, "lr", "warmup_steps", "cpu_augment")
 SETTINGS_ADDED_LATER = {"train_objects": 300, "oracle_instance": False}
 
 
-def check_settings(out: Path, p: dict, args) -> None:
+def check_settings(out: Path, p: dict, args) -> dict:
     """Stages are found by name, so resuming a folder with other settings would silently reuse
     results made with the old ones: the first run's settings are kept and a change refused."""
     settings = {"scale": args.scale, "tracker": args.tracker,
@@ -542,12 +564,13 @@ def check_settings(out: Path, p: dict, args) -> None:
     path = out / "state" / "settings.json"
     if not path.is_file():
         path.write_text(json.dumps(settings, indent=2))
-        return
+        return settings
     saved = {**SETTINGS_ADDED_LATER, **json.loads(path.read_text())}
     changed = [f"{k} {saved.get(k)} -> {v}" for k, v in settings.items() if saved.get(k) != v]
     if changed:
         raise SystemExit(f"study: {out} holds a study with other settings ({'; '.join(changed)});"
                          " choose another --out")
+    return settings
 
 
 def run_study(args) -> Path:
@@ -557,7 +580,7 @@ def run_study(args) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cli = Cli(out / "study.log", in_process=args.in_process)
     stages = Stages(out, None if args.deadline_min is None else args.deadline_min * 60)
-    check_settings(out, p, args)
+    settings = check_settings(out, p, args)
     commits(out)
     work, sets = out / "work", out / "sets"
 
@@ -566,12 +589,15 @@ def run_study(args) -> Path:
         cli, out / "videos", work, p["mine_workers"], args.tracker))
     # The paper's bootstrap: a network trained on tracking (intra pairs) replaces the
     # hand-crafted descriptor for clustering, so inter edges and transitive pairs are its.
+    # Only arms that read the graph need it; run later for such an arm, it leaves the other
+    # arms' results as they were, since they never read the graph.
     state["graph-handcrafted"] = stages.run("graph-handcrafted", lambda: graph(cli, work, p))
-    boot = out / "runs" / "bootstrap-intra"
-    state["train-bootstrap"] = stages.run("train-bootstrap", lambda: train(
-        cli, work, boot, "triplet", "intra:1", p["bootstrap_steps"], 0, p))
-    state["graph-bootstrap"] = stages.run("graph-bootstrap", lambda: graph(
-        cli, work, p, model=str(boot / "final.pt")))
+    if any(reads_graph(arm) for arm in args.arms):
+        boot = out / "runs" / "bootstrap-intra"
+        state["train-bootstrap"] = stages.run("train-bootstrap", lambda: train(
+            cli, work, boot, "triplet", "intra:1", p["bootstrap_steps"], 0, p))
+        state["graph-bootstrap"] = stages.run("graph-bootstrap", lambda: graph(
+            cli, work, p, model=str(boot / "final.pt")))
     if args.oracle_transitive:
         state["oracle-transitive"] = stages.run("oracle-transitive",
                                                 lambda: oracle_transitive(work, "category"))
@@ -603,7 +629,9 @@ def run_study(args) -> Path:
             state[f"eval-{kind}-s{seed}"] = {"wall_s": result["wall_s"]}
             acc += result["results"]
         if stages.ran or not (out / "results.md").is_file():
-            write_results(out, args, p, state, ris, retrieval)
+            made = {"command": shlex.join(["python", "experiments/study.py", *args.argv]),
+                    "commits": commits(out), "device": device_name(), "settings": settings}
+            write_results(out, args, p, state, ris, retrieval, made)
     return out
 
 

@@ -23,6 +23,49 @@ def _load(path: Path):
     return module
 
 
+
+@pytest.mark.slow
+def test_study_in_parts_without_bootstrap_merged(tmp_path):
+    study, merge = _load(STUDY), _load(STUDY.with_name("merge_studies.py"))
+    assert [study.reads_graph(a) for a in study.ARMS] == [False, False, True, True]
+    # Plain and tracker pairs come from the crops alone: no bootstrap network is trained.
+    argv = ["--scale", "toy", "--synth-train", "2", "--objects-per-category", "3", "--steps", "2",
+            "--in-process", "--arms", "moco-none", "moco-tracker"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert study.main([*argv, "--seeds", "0", "--out", str(a)]) == 0
+    stages = json.loads((a / "results.json").read_text())["stages"]
+    assert "train-bootstrap" not in stages and "graph-bootstrap" not in stages
+    assert not (a / "runs" / "bootstrap-intra").exists()
+    assert stages["train-moco-tracker-s0"]["pairs"]["tracker"] > 0
+    assert "no bootstrap needed): " in (a / "results.md").read_text()
+
+    # Another seed in another folder (another session): the same data, so one table.
+    assert study.main([*argv, "--seeds", "1", "--out", str(b)]) == 0
+    assert merge.main([str(a), str(b), "--out", str(tmp_path / "ab")]) == 0
+    merged = json.loads((tmp_path / "ab" / "results.json").read_text())
+    parts = [json.loads((d / "results.json").read_text())["summary"] for d in (a, b)]
+    col = "viewpoint (rendered) top10"
+    for arm in ("moco-none", "moco-tracker", "untrained resnet18"):
+        assert merged["summary"][arm][col]["values"] == [p[arm][col]["values"][0] for p in parts]
+    assert merged["summary"]["colour-histogram (floor)"][col]["values"] == \
+        parts[0]["colour-histogram (floor)"][col]["values"]
+    assert merged["seeds"] == [0, 1] and len(merged["parts"]) == 2
+    table = (tmp_path / "ab" / "results.md").read_text()
+    assert "- part: `python experiments/study.py" in table and "above every floor" in table
+
+    with pytest.raises(SystemExit, match="seed 0 is in both"):
+        merge.main([str(a), str(a), "--out", str(tmp_path / "aa")])
+    results = json.loads((b / "results.json").read_text())
+    results["stages"]["mine-train"]["crops"] += 1
+    (b / "results.json").write_text(json.dumps(results))
+    with pytest.raises(SystemExit, match="other data"):
+        merge.main([str(a), str(b), "--out", str(tmp_path / "ab")])
+    results["settings"]["steps"] = 3
+    (b / "results.json").write_text(json.dumps(results))
+    with pytest.raises(SystemExit, match="other settings .*steps 2 -> 3"):
+        merge.main([str(a), str(b), "--out", str(tmp_path / "ab")])
+
+
 @pytest.mark.slow
 def test_study_smoke(tmp_path, capsys):
     study = _load(STUDY)
