@@ -189,6 +189,9 @@ class Stages:
         self.t0, self.deadline_s = time.perf_counter(), deadline_s
         self.ran = 0   # stages this invocation ran (results are rewritten only after some)
 
+    def done(self, name: str) -> bool:
+        return (self.dir / f"{name}.json").is_file()
+
     def run(self, name: str, fn) -> dict:
         path = self.dir / f"{name}.json"
         if path.is_file():
@@ -592,7 +595,7 @@ def run_study(args) -> Path:
     # Only arms that read the graph need it; run later for such an arm, it leaves the other
     # arms' results as they were, since they never read the graph.
     state["graph-handcrafted"] = stages.run("graph-handcrafted", lambda: graph(cli, work, p))
-    if any(reads_graph(arm) for arm in args.arms):
+    if any(reads_graph(arm) for arm in args.arms) or stages.done("graph-bootstrap"):
         boot = out / "runs" / "bootstrap-intra"
         state["train-bootstrap"] = stages.run("train-bootstrap", lambda: train(
             cli, work, boot, "triplet", "intra:1", p["bootstrap_steps"], 0, p))

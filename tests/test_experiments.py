@@ -204,6 +204,13 @@ def test_study_smoke(tmp_path, capsys):
         else:
             assert (instance[a] == instance[p]).all() and (ids[a] != ids[p]).all()
 
+    # Arms that do not read the graph, resumed in a folder whose graph was bootstrapped: its
+    # pairs and their quality are still those reported.
+    (out / "results.md").unlink()
+    assert study.main([*argv, "--arms", "moco-none"]) == 0
+    table = (out / "results.md").read_text()
+    assert "Pairs per source after the bootstrap: " in table and "| bootstrap network | " in table
+
 
 def test_claims_compare_each_arm_with_plain_moco_trained_the_same_way():
     study = _load(STUDY)
