@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study import FLOOR_NAMES, RESULT_SETTINGS, write_results  # noqa: E402  (not a package)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # experiments/ is not a package
+from study import FLOOR_NAMES, RESULT_SETTINGS, settings_changes, write_results  # noqa: E402
 
 # Floors that do not depend on a seed; the untrained network has one initialisation per seed.
 DESCRIPTORS = tuple(f for f in FLOOR_NAMES if "(floor)" in f)
@@ -49,15 +49,13 @@ def data_of(result: dict) -> dict:
 
 def merge(parts: list[Path]) -> tuple[SimpleNamespace, dict, dict, list, list, dict]:
     results = [load(p) for p in parts]
-    first = results[0]
+    first, settings, data = results[0], settings_of(results[0]), data_of(results[0])
     owner: dict[int, Path] = {}
     for part, result in zip(parts, results):
-        changed = {k: (settings_of(first).get(k), v) for k, v in settings_of(result).items()
-                   if settings_of(first).get(k) != v}
-        if changed:
+        if changed := settings_changes(settings, settings_of(result)):
             raise SystemExit(f"merge: {part} was run with other settings than {parts[0]}: "
-                             + "; ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
-        if data_of(result) != data_of(first):
+                             + "; ".join(changed))
+        if data_of(result) != data:
             raise SystemExit(f"merge: {part} was made from other data than {parts[0]} (other "
                              "mined tracks, crops or floor scores)")
         for seed in result["seeds"]:
@@ -75,7 +73,6 @@ def merge(parts: list[Path]) -> tuple[SimpleNamespace, dict, dict, list, list, d
         state.update({k: v for k, v in result["stages"].items() if k not in state})
     arms = list(dict.fromkeys(a for result in results for a in result["summary"]
                               if a not in FLOOR_NAMES))
-    settings = settings_of(first)
     args = SimpleNamespace(scale=first["scale"], arms=arms, seeds=sorted(owner),
                            tracker=settings.get("tracker", "kcf"))
     made = {"commits": list(dict.fromkeys(c for r in results for c in r["commits"])),

@@ -189,11 +189,14 @@ class Stages:
         self.t0, self.deadline_s = time.perf_counter(), deadline_s
         self.ran = 0   # stages this invocation ran (results are rewritten only after some)
 
+    def path(self, name: str) -> Path:
+        return self.dir / f"{name}.json"
+
     def done(self, name: str) -> bool:
-        return (self.dir / f"{name}.json").is_file()
+        return self.path(name).is_file()
 
     def run(self, name: str, fn) -> dict:
-        path = self.dir / f"{name}.json"
+        path = self.path(name)
         if path.is_file():
             return json.loads(path.read_text())
         if self.deadline_s is not None and time.perf_counter() - self.t0 > self.deadline_s:
@@ -558,6 +561,11 @@ RESULT_SETTINGS = (*OVERRIDABLE, "lr", "warmup_steps", "cpu_augment")
 SETTINGS_ADDED_LATER = {"train_objects": 300, "oracle_instance": False}
 
 
+def settings_changes(old: dict, new: dict) -> list[str]:
+    """'steps 2 -> 3' for each setting of ``new`` that ``old`` has otherwise."""
+    return [f"{k} {old.get(k)} -> {v}" for k, v in new.items() if old.get(k) != v]
+
+
 def check_settings(out: Path, p: dict, args) -> dict:
     """Stages are found by name, so resuming a folder with other settings would silently reuse
     results made with the old ones: the first run's settings are kept and a change refused."""
@@ -569,7 +577,7 @@ def check_settings(out: Path, p: dict, args) -> dict:
         path.write_text(json.dumps(settings, indent=2))
         return settings
     saved = {**SETTINGS_ADDED_LATER, **json.loads(path.read_text())}
-    changed = [f"{k} {saved.get(k)} -> {v}" for k, v in settings.items() if saved.get(k) != v]
+    changed = settings_changes(saved, settings)
     if changed:
         raise SystemExit(f"study: {out} holds a study with other settings ({'; '.join(changed)});"
                          " choose another --out")

@@ -23,7 +23,6 @@ def _load(path: Path):
     return module
 
 
-
 @pytest.mark.slow
 def test_study_in_parts_without_bootstrap_merged(tmp_path):
     study, merge = _load(STUDY), _load(STUDY.with_name("merge_studies.py"))
