@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
@@ -330,9 +332,13 @@ class Index:
                 known |= set(conn.execute(select(videos.c.path).where(
                     videos.c.path.in_(batch))).scalars())
             new = [row for name, row in rows.items() if name not in known]
-            if new:
-                conn.execute(videos.insert(), new)
-        return len(new)
+            if not new:
+                return 0
+            # Two daemons that scan one folder can both find a file unknown: the second
+            # insert then meets the first's row, which is the row we want.
+            insert = (postgresql_insert if self.dialect == "postgresql" else sqlite_insert)(videos)
+            stmt = insert.on_conflict_do_nothing(index_elements=[videos.c.path])
+            return len(conn.execute(stmt.returning(videos.c.id), new).all())
 
     def requeue_videos(self, statuses: Sequence[str] = ("failed",),
                        paths: Sequence[str] | None = None, error_prefix: str | None = None) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 import time
 
 import numpy as np
@@ -91,6 +92,27 @@ def test_concurrent_claims_never_double_claim_or_lose(db_url, workers):
         owners = dict(conn.execute(select(videos.c.id, videos.c.lease_owner)).all())
     for owner, got in results:
         assert all(owners[v] == owner for v in got)
+
+
+def test_two_scans_registering_one_new_file_at_once_both_succeed(db_url):
+    """The race of two daemons on one folder: each sees the file unknown, one inserts first.
+    A second writer holds its uncommitted row while add_videos checks and inserts; the
+    insert waits on it (PostgreSQL) or on the write lock (SQLite), then keeps that row."""
+    index, other = Index(db_url), Index(db_url)
+    outcome = {}
+    with other.write() as conn:
+        conn.execute(videos.insert(), [{"path": "/v/race.mp4", "size": 1, "status": "pending",
+                                        "attempts": 0, "updated_at": time.time()}])
+        racer = threading.Thread(target=lambda: outcome.update(
+            new=index.add_videos([{"path": "/v/race.mp4", "size": 2}, {"path": "/v/b.mp4"}])))
+        racer.start()
+        racer.join(timeout=1.0)
+        assert racer.is_alive(), "add_videos should wait for the other writer's transaction"
+    racer.join(timeout=30)
+    assert outcome == {"new": 1}
+    with index.read() as conn:
+        rows = dict(conn.execute(select(videos.c.path, videos.c.size)).all())
+    assert rows == {"/v/race.mp4": 1, "/v/b.mp4": 0}
 
 
 def test_expired_lease_is_reclaimed_and_dead_videos_fail(db_url):
