@@ -5,22 +5,29 @@ time, so every part trains on the same data).
 
     python experiments/merge_studies.py PART_DIR [PART_DIR ...] --out DIR
 
+Parts may also hold other arms of one seed (e.g. the tracker arm run after plain MoCo):
+each arm of each seed comes from one part, and the untrained network of a seed, which every
+part that holds the seed evaluates, is kept once, after checking that it scored the same.
+
 A part is refused when its settings differ from the first part's, when it mined other
-tracks or crops, or its floors scored otherwise (other data), and when two parts hold one
-seed. Writes DIR/results.md, DIR/results.json and DIR/ris_top10.png, as a study does, with
-each part's command and commits.
+tracks or crops, or its floors scored otherwise (other data), when two parts hold one arm of
+one seed, and when two parts' untrained networks of one seed scored otherwise. Writes
+DIR/results.md, DIR/results.json and DIR/ris_top10.png, as a study does, with each part's
+command and commits.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # experiments/ is not a package
-from study import FLOOR_NAMES, RESULT_SETTINGS, settings_changes, write_results  # noqa: E402
+import study  # noqa: E402
+from study import FLOOR_NAMES, arm_of, settings_changes, write_results  # noqa: E402
 
 # Floors that do not depend on a seed; the untrained network has one initialisation per seed.
 DESCRIPTORS = tuple(f for f in FLOOR_NAMES if "(floor)" in f)
@@ -36,7 +43,7 @@ def load(part: Path) -> dict:
 def settings_of(result: dict) -> dict:
     # results.json records its settings since 2026-12-03; before, the preset holds them
     return result.get("settings") or {"scale": result["scale"],
-                                      **{k: result["preset"][k] for k in RESULT_SETTINGS}}
+                                      **{k: result["preset"][k] for k in study.RESULT_SETTINGS}}
 
 
 def data_of(result: dict) -> dict:
@@ -47,10 +54,41 @@ def data_of(result: dict) -> dict:
     return {"tracks": mined["tracks"], "crops": mined["crops"], "floors": sorted(floors)}
 
 
+def seeded(result: dict, kind: str) -> list[tuple[int, dict]]:
+    """A part's rows of ``kind`` that depend on a seed, each with its seed. A trained
+    network's name holds it (<arm>-s<seed>/final); the untrained network's rows carry it
+    since 2026-12-03, and before then only by their order: one per set and seed, in the
+    order the part's command gave its seeds."""
+    argv = shlex.split(result["command"])
+    asked = study.build_parser().parse_known_args(argv[2:])[0].seeds
+    order = [s for s in asked if s in result["seeds"]]
+    seen: dict[tuple, int] = {}
+    out = []
+    for r in result[kind]:
+        if r["model"] in DESCRIPTORS:
+            continue
+        if "seed" in r:
+            seed = r["seed"]
+        elif arm_of(r["model"]) != r["model"]:
+            seed = int(r["model"].rsplit("-s", 1)[1].split("/")[0])
+        else:
+            key = (r["model"], r.get("invariance"))
+            seen[key] = seen.get(key, -1) + 1
+            if seen[key] >= len(order):
+                raise SystemExit(f"merge: more rows of {r['model']} than seeds in {argv}")
+            seed = order[seen[key]]
+        out.append((seed, r))
+    return out
+
+
+def same_scores(a: dict, b: dict) -> bool:
+    return all(math.isclose(a[k], b[k], rel_tol=1e-4, abs_tol=1e-6)
+               for k in ("top10", "top25", "mAP", "recall@1") if k in a)
+
+
 def merge(parts: list[Path]) -> tuple[SimpleNamespace, dict, dict, list, list, dict]:
     results = [load(p) for p in parts]
     first, settings, data = results[0], settings_of(results[0]), data_of(results[0])
-    owner: dict[int, Path] = {}
     for part, result in zip(parts, results):
         if changed := settings_changes(settings, settings_of(result)):
             raise SystemExit(f"merge: {part} was run with other settings than {parts[0]}: "
@@ -58,22 +96,38 @@ def merge(parts: list[Path]) -> tuple[SimpleNamespace, dict, dict, list, list, d
         if data_of(result) != data:
             raise SystemExit(f"merge: {part} was made from other data than {parts[0]} (other "
                              "mined tracks, crops or floor scores)")
-        for seed in result["seeds"]:
-            if seed in owner:
-                raise SystemExit(f"merge: seed {seed} is in both {owner[seed]} and {part}")
-            owner[seed] = part
 
     def per_seed(kind: str) -> list[dict]:
-        return [r for result in results for r in result[kind] if r["model"] not in DESCRIPTORS]
+        """Each arm of each seed from the one part that holds it; the untrained network of a
+        seed from the first part that holds the seed, the others checked against it."""
+        owner: dict[tuple[str, int, str | None], tuple[Path, dict]] = {}
+        rows = []
+        for part, result in zip(parts, results):
+            for seed, r in seeded(result, kind):
+                arm = arm_of(r["model"])
+                key = (arm, seed, r.get("invariance"))
+                if key not in owner:
+                    owner[key] = part, r
+                    rows.append(r)
+                elif arm in FLOOR_NAMES:
+                    if not same_scores(owner[key][1], r):
+                        raise SystemExit(
+                            f"merge: the {arm} network of seed {seed} scored otherwise in "
+                            f"{owner[key][0]} and {part} ({r.get('invariance', 'retrieval')})")
+                else:
+                    raise SystemExit(f"merge: {arm} of seed {seed} is in both {owner[key][0]} "
+                                     f"and {part}")
+        return rows
 
     ris = [r for r in first["ris"] if r["model"] in DESCRIPTORS] + per_seed("ris")
     retrieval = [r for r in first["retrieval"] if r["model"] in DESCRIPTORS] + per_seed("retrieval")
+    seeds = sorted({s for result in results for s in result["seeds"]})
     state = dict(first["stages"])
     for result in results[1:]:  # each part's own training and evaluation stages
         state.update({k: v for k, v in result["stages"].items() if k not in state})
     arms = list(dict.fromkeys(a for result in results for a in result["summary"]
                               if a not in FLOOR_NAMES))
-    args = SimpleNamespace(scale=first["scale"], arms=arms, seeds=sorted(owner),
+    args = SimpleNamespace(scale=first["scale"], arms=arms, seeds=seeds,
                            tracker=settings.get("tracker", "kcf"))
     made = {"commits": list(dict.fromkeys(c for r in results for c in r["commits"])),
             "device": "; ".join(dict.fromkeys(r["device"] for r in results)),

@@ -473,9 +473,17 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
     from vidmine.evaluation.report import bar_chart
     values = collect(ris, retrieval)
     sets = list(dict.fromkeys(r["invariance"] for r in ris))
-    seeds = sorted({int(m.group(1)) for r in ris
-                    if (m := re.fullmatch(r".+-s(\d+)/final", r["model"]))})
+    held: dict[str, set[int]] = {}
+    for r in ris:
+        if m := re.fullmatch(r"(.+)-s(\d+)/final", r["model"]):
+            held.setdefault(m.group(1), set()).add(int(m.group(2)))
+    seeds = sorted(set().union(*held.values()))
     rows = [a for a in args.arms if a in values] + [f for f in FLOOR_NAMES if f in values]
+
+    def row_name(row: str) -> str:
+        """A row over fewer seeds than the table (a merged study's arm) says which."""
+        mine = sorted(held.get(row, seeds))
+        return row if mine == seeds else f"{row} (seed{'s' * (len(mine) > 1)} {' '.join(map(str, mine))})"
     md = [f"# vidmine study ({args.scale} preset)", ""]
     if args.scale == "toy":
         md += ["**Smoke check of the plumbing: these numbers say nothing about the claim.**", ""]
@@ -518,12 +526,12 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
     for k in ("top10", "top25"):
         md += [f"Top-{k[3:]} RIS:", "", "| features | " + " | ".join(sets) + " |",
                "| --- " * (1 + len(sets)) + "|"]
-        md += [f"| {a} | " + " | ".join(cell(values[a].get(f"{s} {k}", [float('nan')]))
+        md += [f"| {row_name(a)} | " + " | ".join(cell(values[a].get(f"{s} {k}", [float('nan')]))
                                         for s in sets) + " |" for a in rows]
         md.append("")
     md += ["Object retrieval across renders (x100; relevant: the same held-out object in "
            "another render):", "", "| features | recall@1 | mAP |", "| --- | --- | --- |"]
-    md += [f"| {a} | {cell(values[a]['recall@1'], 100)} | {cell(values[a]['mAP'], 100)} |"
+    md += [f"| {row_name(a)} | {cell(values[a]['recall@1'], 100)} | {cell(values[a]['mAP'], 100)} |"
            for a in rows if "mAP" in values[a]]
     md += ["", "What the numbers say (computed):", "", *claims(values, sets, [
         a for a in args.arms if a in values]), ""]
@@ -638,7 +646,7 @@ def run_study(args) -> Path:
             result = stages.run(f"eval-{kind}-{tag}-s{seed}", lambda k=kind, c=checkpoints, s=seed:
                                 evaluate(cli, k, sets, c, out / "eval" / f"{k}-s{s}", p, s))
             state[f"eval-{kind}-s{seed}"] = {"wall_s": result["wall_s"]}
-            acc += result["results"]
+            acc += [{**r, "seed": seed} for r in result["results"]]  # the untrained net's too
         if stages.ran or not (out / "results.md").is_file():
             made = {"command": shlex.join(["python", "experiments/study.py", *args.argv]),
                     "commits": commits(out), "device": device_name(), "settings": settings}

@@ -38,20 +38,41 @@ def test_study_in_parts_without_bootstrap_merged(tmp_path):
     assert stages["train-moco-tracker-s0"]["pairs"]["tracker"] > 0
     assert "no bootstrap needed): " in (a / "results.md").read_text()
 
-    # Another seed in another folder (another session): the same data, so one table.
-    assert study.main([*argv, "--seeds", "1", "--out", str(b)]) == 0
-    assert merge.main([str(a), str(b), "--out", str(tmp_path / "ab")]) == 0
-    merged = json.loads((tmp_path / "ab" / "results.json").read_text())
-    parts = [json.loads((d / "results.json").read_text())["summary"] for d in (a, b)]
+    # Another seed in other folders (other sessions), one arm each: the same data, one table.
+    b, c = tmp_path / "b", tmp_path / "c"
+    assert study.main([*argv[:-2], "moco-none", "--seeds", "1", "--out", str(b)]) == 0
+    assert study.main([*argv[:-2], "moco-tracker", "--seeds", "1", "--out", str(c)]) == 0
+    results = json.loads((b / "results.json").read_text())
+    for row in results["ris"] + results["retrieval"]:   # as made before rows named their seed
+        row.pop("seed", None)
+    (b / "results.json").write_text(json.dumps(results))
+    assert merge.main([str(a), str(b), str(c), "--out", str(tmp_path / "abc")]) == 0
+    merged = json.loads((tmp_path / "abc" / "results.json").read_text())
+    parts = {d: json.loads((d / "results.json").read_text())["summary"] for d in (a, b, c)}
     col = "viewpoint (rendered) top10"
-    for arm in ("moco-none", "moco-tracker", "untrained resnet18"):
-        assert merged["summary"][arm][col]["values"] == [p[arm][col]["values"][0] for p in parts]
+    for arm, (first, second) in {"moco-none": (a, b), "moco-tracker": (a, c),
+                                 "untrained resnet18": (a, b)}.items():
+        assert merged["summary"][arm][col]["values"] == [
+            parts[first][arm][col]["values"][0], parts[second][arm][col]["values"][0]]
+    # Both parts of seed 1 evaluated its untrained network: kept once, since it scored the same.
+    assert parts[c]["untrained resnet18"][col] == parts[b]["untrained resnet18"][col]
     assert merged["summary"]["colour-histogram (floor)"][col]["values"] == \
-        parts[0]["colour-histogram (floor)"][col]["values"]
-    assert merged["seeds"] == [0, 1] and len(merged["parts"]) == 2
-    table = (tmp_path / "ab" / "results.md").read_text()
+        parts[a]["colour-histogram (floor)"][col]["values"]
+    assert merged["seeds"] == [0, 1] and len(merged["parts"]) == 3
+    table = (tmp_path / "abc" / "results.md").read_text()
     assert "- part: `python experiments/study.py" in table and "above every floor" in table
+    assert merge.main([str(a), str(c), "--out", str(tmp_path / "ac")]) == 0
+    table = (tmp_path / "ac" / "results.md").read_text()   # plain MoCo has seed 0 alone there
+    assert "| moco-none (seed 0) |" in table and "| moco-tracker |" in table
 
+    with pytest.raises(SystemExit, match="moco-tracker of seed 1 is in both"):
+        merge.main([str(a), str(c), str(c), "--out", str(tmp_path / "acc")])
+    results = json.loads((c / "results.json").read_text())
+    untrained = next(r for r in results["ris"] if r["model"] == "untrained resnet18")
+    untrained["top10"] += 1.0
+    (c / "results.json").write_text(json.dumps(results))
+    with pytest.raises(SystemExit, match="untrained resnet18 network of seed 1 scored otherwise"):
+        merge.main([str(a), str(b), str(c), "--out", str(tmp_path / "abc")])
     with pytest.raises(SystemExit, match="seed 0 is in both"):
         merge.main([str(a), str(a), "--out", str(tmp_path / "aa")])
     results = json.loads((b / "results.json").read_text())
