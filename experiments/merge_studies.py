@@ -13,7 +13,13 @@ A part is refused when its settings differ from the first part's, when it mined 
 tracks or crops, or its floors scored otherwise (other data), when two parts hold one arm of
 one seed, and when two parts' untrained networks of one seed scored otherwise. Writes
 DIR/results.md, DIR/results.json and DIR/ris_top10.png, as a study does, with each part's
-command and commits.
+command, commits and data.
+
+Another machine or another build of PyAV, x264 or OpenCV may render and mine slightly other
+data from the same command (docs/study.md, Protocol). ``--other-data`` merges such parts
+when their tracks and crops are within 1 % of the first part's and every floor, and each
+seed's untrained network, within 0.5 (RIS points; retrieval x100); the floors in the table
+are the first part's.
 """
 from __future__ import annotations
 
@@ -46,12 +52,32 @@ def settings_of(result: dict) -> dict:
                                       **{k: result["preset"][k] for k in study.RESULT_SETTINGS}}
 
 
+# With --other-data, how far a part's data may be from the first part's.
+MINED_TOLERANCE = 0.01      # tracks and crops, relative
+SCORE_TOLERANCE = 0.5       # a floor's or an untrained network's score: RIS points, retrieval x100
+
+
 def data_of(result: dict) -> dict:
-    """What the part's data decides: what mining found and what the floors score."""
+    """What the part's data decides: what mining found and what the floors score (x100)."""
     mined = result["stages"]["mine-train"]
-    floors = [(r["model"], r.get("invariance", "retrieval"), round(r.get("top10", r.get("mAP")), 6))
-              for r in result["ris"] + result["retrieval"] if r["model"] in DESCRIPTORS]
-    return {"tracks": mined["tracks"], "crops": mined["crops"], "floors": sorted(floors)}
+    floors = {(r["model"], r.get("invariance", "retrieval")):
+              round(r["top10"] if "top10" in r else 100 * r["mAP"], 4)
+              for r in result["ris"] + result["retrieval"] if r["model"] in DESCRIPTORS}
+    return {"tracks": mined["tracks"], "crops": mined["crops"], "floors": floors}
+
+
+def data_gap(first: dict, other: dict, tolerate: bool) -> str | None:
+    """None when ``other`` is ``first``'s data (with ``tolerate``: near it); else how not."""
+    if other == first:
+        return None
+    moved = [f"{k} {first[k]} -> {other[k]}" for k in ("tracks", "crops") if first[k] != other[k]]
+    if set(other["floors"]) != set(first["floors"]):
+        return "; ".join(moved + ["other floors or sets"])
+    drift = max(abs(other["floors"][key] - score) for key, score in first["floors"].items())
+    if drift:
+        moved.append(f"floors moved by up to {drift:.2f}")
+    near = all(abs(other[k] - first[k]) <= MINED_TOLERANCE * first[k] for k in ("tracks", "crops"))
+    return None if tolerate and near and drift <= SCORE_TOLERANCE else "; ".join(moved)
 
 
 def seeded(result: dict, kind: str) -> list[tuple[int, dict]]:
@@ -81,21 +107,34 @@ def seeded(result: dict, kind: str) -> list[tuple[int, dict]]:
     return out
 
 
-def same_scores(a: dict, b: dict) -> bool:
-    return all(math.isclose(a[k], b[k], rel_tol=1e-4, abs_tol=1e-6)
-               for k in ("top10", "top25", "mAP", "recall@1") if k in a)
+def same_scores(a: dict, b: dict, tolerance: float) -> bool:
+    """Whether two rows of one network score the same, to ``tolerance`` (RIS points;
+    retrieval x100) or, with none, to rounding."""
+    return all(math.isclose(a[k] * scale, b[k] * scale, rel_tol=1e-4 if not tolerance else 0,
+                            abs_tol=tolerance or 1e-4)
+               for k, scale in (("top10", 1), ("top25", 1), ("mAP", 100), ("recall@1", 100)) if k in a)
 
 
-def merge(parts: list[Path]) -> tuple[SimpleNamespace, dict, dict, list, list, dict]:
+def rendered_on(result: dict) -> str:
+    env = result["stages"]["data"].get("environment")
+    return study.environment_line(env) if env else "machine and libraries not recorded"
+
+
+def merge(parts: list[Path], other_data: bool = False
+          ) -> tuple[SimpleNamespace, dict, dict, list, list, dict]:
     results = [load(p) for p in parts]
     first, settings, data = results[0], settings_of(results[0]), data_of(results[0])
     for part, result in zip(parts, results):
         if changed := settings_changes(settings, settings_of(result)):
             raise SystemExit(f"merge: {part} was run with other settings than {parts[0]}: "
                              + "; ".join(changed))
-        if data_of(result) != data:
-            raise SystemExit(f"merge: {part} was made from other data than {parts[0]} (other "
-                             "mined tracks, crops or floor scores)")
+        if gap := data_gap(data, data_of(result), other_data):
+            hint = "" if other_data else (
+                "; --other-data merges data within 1 % of tracks and crops and 0.5 per floor")
+            raise SystemExit(f"merge: {part} was made from other data than {parts[0]} ({gap}; "
+                             f"rendered on {rendered_on(result)}, against "
+                             f"{rendered_on(first)}){hint}")
+    tolerance = SCORE_TOLERANCE if other_data else 0.0
 
     def per_seed(kind: str) -> list[dict]:
         """Each arm of each seed from the one part that holds it; the untrained network of a
@@ -110,7 +149,7 @@ def merge(parts: list[Path]) -> tuple[SimpleNamespace, dict, dict, list, list, d
                     owner[key] = part, r
                     rows.append(r)
                 elif arm in FLOOR_NAMES:
-                    if not same_scores(owner[key][1], r):
+                    if not same_scores(owner[key][1], r, tolerance):
                         raise SystemExit(
                             f"merge: the {arm} network of seed {seed} scored otherwise in "
                             f"{owner[key][0]} and {part} ({r.get('invariance', 'retrieval')})")
@@ -133,7 +172,9 @@ def merge(parts: list[Path]) -> tuple[SimpleNamespace, dict, dict, list, list, d
             "device": "; ".join(dict.fromkeys(r["device"] for r in results)),
             "settings": settings,
             "parts": [{"dir": str(part), "command": r["command"], "commits": r["commits"],
-                       "seeds": r["seeds"]} for part, r in zip(parts, results)]}
+                       "seeds": r["seeds"], "tracks": data_of(r)["tracks"],
+                       "crops": data_of(r)["crops"], "rendered_on": rendered_on(r)}
+                      for part, r in zip(parts, results)]}
     return args, first["preset"], state, ris, retrieval, made
 
 
@@ -142,10 +183,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="+", type=Path, help="output folders of study runs")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--other-data", action="store_true",
+                        help="merge parts whose data differ a little (another machine or "
+                             "library build rendered them): within 1 %% of tracks and crops, "
+                             "0.5 per floor")
     args = parser.parse_args(argv)
-    study_args, preset, state, ris, retrieval, made = merge(args.parts)
-    made["command"] = shlex.join(["python", "experiments/merge_studies.py",
-                                  *map(str, args.parts), "--out", str(args.out)])
+    study_args, preset, state, ris, retrieval, made = merge(args.parts, args.other_data)
+    made["command"] = shlex.join(["python", "experiments/merge_studies.py", *map(str, args.parts),
+                                  *["--other-data"] * args.other_data, "--out", str(args.out)])
     args.out.mkdir(parents=True, exist_ok=True)
     write_results(args.out, study_args, preset, state, ris, retrieval, made)
     print(f"merge: seeds {' '.join(map(str, study_args.seeds))} of {len(args.parts)} parts in "

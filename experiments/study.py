@@ -224,7 +224,7 @@ def prepare_data(cli: Cli, out: Path, p: dict) -> dict:
                    p["objects_per_category"], "--json")
     # textures are cut from these photos when they exist (procedural patterns otherwise)
     return {"texture_photos": len(list(photos.glob("*.jpg"))), "videos": p["synth_train"],
-            "train_objects": p["train_objects"],
+            "train_objects": p["train_objects"], "environment": environment(),
             "sets": manifest["kinds"], "retrieval": manifest["retrieval"]}
 
 
@@ -429,6 +429,30 @@ def claims(values: dict, sets: list[str], arms: list[str]) -> list[str]:
     return lines
 
 
+def environment() -> dict:
+    """What the rendered and mined data depend on beyond the code and the command: the CPU
+    and the builds that render, encode, decode and track (docs/study.md, Protocol 6)."""
+    import av
+    import cv2
+    cpu, flags = platform.processor() or platform.machine(), []
+    with contextlib.suppress(OSError):
+        info = Path("/proc/cpuinfo").read_text()
+        if m := re.search(r"^model name\s*:\s*(.+)$", info, re.M):
+            cpu = m.group(1).strip()
+        if m := re.search(r"^flags\s*:\s*(.+)$", info, re.M):
+            flags = m.group(1).split()
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+    return {"cpu": cpu, "simd": simd, "av": av.__version__,
+            "libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
+            "opencv": cv2.__version__, "numpy": np.__version__}
+
+
+def environment_line(env: dict) -> str:
+    simd = f" ({env['simd']})" if env.get("simd") else ""
+    return (f"{env['cpu']}{simd}, PyAV {env['av']} (libavcodec {env['libavcodec']}), "
+            f"OpenCV {env['opencv']}, numpy {env['numpy']}")
+
+
 def device_name() -> str:
     import torch
     if torch.cuda.is_available():
@@ -490,7 +514,10 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
     mined = state["mine-train"]
     md += [f"Command: `{made['command']}` (commit {', then '.join(made['commits'])})", "",
            *(f"- part: `{part['command']}` (commit {', then '.join(part['commits'])}; "
-             f"seeds {' '.join(map(str, part['seeds']))})" for part in made.get("parts", [])),
+             f"seeds {' '.join(map(str, part['seeds']))}"
+             + (f"; {part['tracks']} tracks, {part['crops']} crops, rendered on "
+                f"{part['rendered_on']}" if "tracks" in part else "") + ")"
+             for part in made.get("parts", [])),
            *([""] if "parts" in made else []),
            f"Device: {made['device']}", "",
            f"Budget per arm: ResNet-18, {p['steps']} steps x {p['batch_size']} pairs at "
@@ -501,6 +528,8 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
            f"textures from {state['data']['texture_photos']} photos, 0: procedural only): "
            f"{mined['videos']['done']} mined, {mined['tracks']} tracks, {mined['crops']} crops. "
            + pairs_line(state),
+           *(["", f"Data rendered on: {environment_line(state['data']['environment'])}."]
+             if "environment" in state["data"] else []),
            "", "Pair quality against the rendered ground truth (share right; vidmine-graph "
            "stats):", "", "| graph | intra pairs on one instance | inter edges on one category "
            "| inter edges on one instance | transitive pairs on one category |",

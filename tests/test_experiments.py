@@ -75,11 +75,20 @@ def test_study_in_parts_without_bootstrap_merged(tmp_path):
         merge.main([str(a), str(b), str(c), "--out", str(tmp_path / "abc")])
     with pytest.raises(SystemExit, match="seed 0 is in both"):
         merge.main([str(a), str(a), "--out", str(tmp_path / "aa")])
+    # Data a little apart (another machine's rendering) merge only when asked, and only near.
     results = json.loads((b / "results.json").read_text())
-    results["stages"]["mine-train"]["crops"] += 1
+    floor = next(r for r in results["ris"] if r["model"] == "colour-histogram (floor)")
+    floor["top10"] += 0.3
     (b / "results.json").write_text(json.dumps(results))
-    with pytest.raises(SystemExit, match="other data"):
+    with pytest.raises(SystemExit, match=r"other data .*floors moved by up to 0.30; rendered on "
+                                         r".*PyAV .*--other-data merges"):
         merge.main([str(a), str(b), "--out", str(tmp_path / "ab")])
+    assert merge.main([str(a), str(b), "--other-data", "--out", str(tmp_path / "ab")]) == 0
+    assert "crops, rendered on " in (tmp_path / "ab" / "results.md").read_text()
+    results["stages"]["mine-train"]["crops"] = int(results["stages"]["mine-train"]["crops"] * 1.02) + 1
+    (b / "results.json").write_text(json.dumps(results))
+    with pytest.raises(SystemExit, match="other data .*crops"):
+        merge.main([str(a), str(b), "--other-data", "--out", str(tmp_path / "ab")])
     results["settings"]["steps"] = 3
     (b / "results.json").write_text(json.dumps(results))
     with pytest.raises(SystemExit, match="other settings .*steps 2 -> 3"):
