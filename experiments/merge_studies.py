@@ -1,7 +1,7 @@
 """One study's table from parts run apart: other seeds of one study, each part a run of
 experiments/study.py with the same settings in its own folder (e.g. one session each, on a
-machine that keeps nothing between sessions: the rendered videos are the same bytes each
-time, so every part trains on the same data).
+machine that keeps nothing between sessions: on one machine and library build the rendered
+videos are the same bytes each time, so every part trains on the same data).
 
     python experiments/merge_studies.py PART_DIR [PART_DIR ...] --out DIR
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 from pathlib import Path
@@ -110,8 +109,7 @@ def seeded(result: dict, kind: str) -> list[tuple[int, dict]]:
 def same_scores(a: dict, b: dict, tolerance: float) -> bool:
     """Whether two rows of one network score the same, to ``tolerance`` (RIS points;
     retrieval x100) or, with none, to rounding."""
-    return all(math.isclose(a[k] * scale, b[k] * scale, rel_tol=1e-4 if not tolerance else 0,
-                            abs_tol=tolerance or 1e-4)
+    return all(abs(a[k] - b[k]) * scale <= (tolerance or 1e-4)
                for k, scale in (("top10", 1), ("top25", 1), ("mAP", 100), ("recall@1", 100)) if k in a)
 
 
@@ -147,7 +145,7 @@ def merge(parts: list[Path], other_data: bool = False
                 key = (arm, seed, r.get("invariance"))
                 if key not in owner:
                     owner[key] = part, r
-                    rows.append(r)
+                    rows.append({**r, "seed": seed})   # a merged table is a part too
                 elif arm in FLOOR_NAMES:
                     if not same_scores(owner[key][1], r, tolerance):
                         raise SystemExit(
