@@ -32,7 +32,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # experiments/ is not a package
 import study  # noqa: E402
-from study import FLOOR_NAMES, arm_of, settings_changes, write_results  # noqa: E402
+from study import FLOOR_NAMES, arm_of, seed_of, settings_changes, write_results  # noqa: E402
 
 # Floors that do not depend on a seed; the untrained network has one initialisation per seed.
 DESCRIPTORS = tuple(f for f in FLOOR_NAMES if "(floor)" in f)
@@ -54,6 +54,7 @@ def settings_of(result: dict) -> dict:
 # With --other-data, how far a part's data may be from the first part's.
 MINED_TOLERANCE = 0.01      # tracks and crops, relative
 SCORE_TOLERANCE = 0.5       # a floor's or an untrained network's score: RIS points, retrieval x100
+TOLERANCES = f"within {MINED_TOLERANCE * 100:g} % of tracks and crops and {SCORE_TOLERANCE} per floor"
 
 
 def data_of(result: dict) -> dict:
@@ -92,11 +93,8 @@ def seeded(result: dict, kind: str) -> list[tuple[int, dict]]:
     for r in result[kind]:
         if r["model"] in DESCRIPTORS:
             continue
-        if "seed" in r:
-            seed = r["seed"]
-        elif arm_of(r["model"]) != r["model"]:
-            seed = int(r["model"].rsplit("-s", 1)[1].split("/")[0])
-        else:
+        seed = r["seed"] if "seed" in r else seed_of(r["model"])
+        if seed is None:
             key = (r["model"], r.get("invariance"))
             seen[key] = seen.get(key, -1) + 1
             if seen[key] >= len(order):
@@ -121,14 +119,14 @@ def rendered_on(result: dict) -> str:
 def merge(parts: list[Path], other_data: bool = False
           ) -> tuple[SimpleNamespace, dict, dict, list, list, dict]:
     results = [load(p) for p in parts]
-    first, settings, data = results[0], settings_of(results[0]), data_of(results[0])
-    for part, result in zip(parts, results):
+    datas = [data_of(r) for r in results]
+    first, settings = results[0], settings_of(results[0])
+    for part, result, data in zip(parts, results, datas):
         if changed := settings_changes(settings, settings_of(result)):
             raise SystemExit(f"merge: {part} was run with other settings than {parts[0]}: "
                              + "; ".join(changed))
-        if gap := data_gap(data, data_of(result), other_data):
-            hint = "" if other_data else (
-                "; --other-data merges data within 1 % of tracks and crops and 0.5 per floor")
+        if gap := data_gap(datas[0], data, other_data):
+            hint = "" if other_data else f"; --other-data merges data {TOLERANCES}"
             raise SystemExit(f"merge: {part} was made from other data than {parts[0]} ({gap}; "
                              f"rendered on {rendered_on(result)}, against "
                              f"{rendered_on(first)}){hint}")
@@ -170,9 +168,8 @@ def merge(parts: list[Path], other_data: bool = False
             "device": "; ".join(dict.fromkeys(r["device"] for r in results)),
             "settings": settings,
             "parts": [{"dir": str(part), "command": r["command"], "commits": r["commits"],
-                       "seeds": r["seeds"], "tracks": data_of(r)["tracks"],
-                       "crops": data_of(r)["crops"], "rendered_on": rendered_on(r)}
-                      for part, r in zip(parts, results)]}
+                       "seeds": r["seeds"], "tracks": data["tracks"], "crops": data["crops"],
+                       "rendered_on": rendered_on(r)} for part, r, data in zip(parts, results, datas)]}
     return args, first["preset"], state, ris, retrieval, made
 
 
@@ -183,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--other-data", action="store_true",
                         help="merge parts whose data differ a little (another machine or "
-                             "library build rendered them): within 1 %% of tracks and crops, "
-                             "0.5 per floor")
+                             f"library build rendered them): {TOLERANCES}".replace("%", "%%"))
     args = parser.parse_args(argv)
     study_args, preset, state, ris, retrieval, made = merge(args.parts, args.other_data)
     made["command"] = shlex.join(["python", "experiments/merge_studies.py", *map(str, args.parts),

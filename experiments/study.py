@@ -346,10 +346,19 @@ def oracle_transitive(work: Path, same: str = "category", seed: int = 0) -> dict
 
 # -- results ---------------------------------------------------------------------------------
 
+TRAINED_MODEL = re.compile(r"(.+)-s(\d+)/final")   # a trained arm's checkpoint: <arm>-s<seed>/final
+
+
 def arm_of(model: str) -> str:
     """'moco-none-s2/final' -> 'moco-none'; floors keep their names."""
-    m = re.fullmatch(r"(.+)-s\d+/final", model)
+    m = TRAINED_MODEL.fullmatch(model)
     return m.group(1) if m else model
+
+
+def seed_of(model: str) -> int | None:
+    """'moco-none-s2/final' -> 2; None for floors (the untrained network's rows carry theirs)."""
+    m = TRAINED_MODEL.fullmatch(model)
+    return int(m.group(2)) if m else None
 
 
 def stats(values: list[float]) -> tuple[float, float | None]:
@@ -499,8 +508,8 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
     sets = list(dict.fromkeys(r["invariance"] for r in ris))
     held: dict[str, set[int]] = {}
     for r in ris:
-        if m := re.fullmatch(r"(.+)-s(\d+)/final", r["model"]):
-            held.setdefault(m.group(1), set()).add(int(m.group(2)))
+        if (seed := seed_of(r["model"])) is not None:
+            held.setdefault(arm_of(r["model"]), set()).add(seed)
     seeds = sorted(set().union(*held.values()))
     rows = [a for a in args.arms if a in values] + [f for f in FLOOR_NAMES if f in values]
 
