@@ -427,13 +427,17 @@ def claims(values: dict, sets: list[str], arms: list[str]) -> list[str]:
             base = baseline(arm)
             if arm == base or col not in values.get(base, {}) or col not in values.get(arm, {}):
                 continue
-            diff, sd = mean(arm, col) - mean(base, col), stats(values[arm][col])[1]
+            diff = mean(arm, col) - mean(base, col)
+            # The same margin as the floors': more than 2 sd of the noisier of the two arms.
+            one_seed = None in (stats(values[arm][col])[1], stats(values[base][col])[1])
+            above = beats(arm, base, col) if not one_seed else None
             if direction == "above":
-                verdict, want = ("yes" if diff > 0 else "no"), f"above {base}"
+                want = f"above {base} by more than 2 sd"
+                verdict = ("untested (one seed)" if one_seed else "yes" if above else
+                           "no, but in that direction" if diff > 0 else "no")
             else:
-                want = f"not above {base}"
-                verdict = "untested (one seed)" if sd is None else \
-                    "yes" if diff <= 2 * sd else "no"
+                want = f"not above {base} by more than 2 sd"
+                verdict = "untested (one seed)" if one_seed else "no" if above else "yes"
             lines.append(f"- {inv}: {arm} {want}: {verdict} ({diff:+.1f})")
     return lines
 

@@ -253,11 +253,13 @@ def test_claims_compare_each_arm_with_plain_moco_trained_the_same_way():
               "moco-none-nocolour-othervideos": {col: [40.0, 40.0, 40.0]},
               "moco-tracker-nocolour-othervideos": {col: [42.0, 42.0, 42.0]}}
     lines = study.claims(values, ["viewpoint (rendered)"], list(values)[len(floors):])
-    assert "- viewpoint (rendered): moco-tracker-nocolour above moco-none-nocolour: no (-1.0)" \
-        in lines
-    assert ("- viewpoint (rendered): moco-tracker-nocolour-othervideos above "
-            "moco-none-nocolour-othervideos: yes (+2.0)") in lines
-    assert "- viewpoint (rendered): moco-tracker above moco-none: yes (+1.0)" in lines
+    above = "above {} by more than 2 sd: {}"
+    assert ("- viewpoint (rendered): moco-tracker-nocolour "
+            + above.format("moco-none-nocolour", "no (-1.0)")) in lines
+    assert ("- viewpoint (rendered): moco-tracker-nocolour-othervideos "   # sd 0 on both sides
+            + above.format("moco-none-nocolour-othervideos", "yes (+2.0)")) in lines
+    assert ("- viewpoint (rendered): moco-tracker "    # +1.0 with an sd of 1.0: within noise
+            + above.format("moco-none", "no, but in that direction (+1.0)")) in lines
     assert not any(line.startswith("- viewpoint (rendered): moco-none") for line in lines)
     assert "  - Top-10: moco-none-nocolour above every floor by more than 2 sd: yes" in lines
     assert not any(line.startswith("  - Top-25") for line in lines)   # not measured: no claim
@@ -267,7 +269,19 @@ def test_claims_compare_each_arm_with_plain_moco_trained_the_same_way():
     lines = study.claims(one_seed, ["viewpoint (rendered)"], ["moco-none", "moco-tracker"])
     assert "  - Top-10: moco-none above every floor by more than 2 sd: untested (one seed; " \
         "lowest margin +14.0)" in lines
-    assert "- viewpoint (rendered): moco-tracker above moco-none: yes (+1.0)" in lines
+    assert ("- viewpoint (rendered): moco-tracker above moco-none by more than 2 sd: "
+            "untested (one seed) (+1.0)") in lines
+
+    occlusion = "occlusion (rendered) top10"
+    level = {**{f: {occlusion: [30.0]} for f in study.FLOOR_NAMES},
+             "moco-none": {occlusion: [40.0, 41.0, 42.0]}, "moco-tracker": {occlusion: [43.0, 44.0, 45.0]},
+             "moco-tracker-nocolour": {occlusion: [41.0, 42.0, 43.0]},
+             "moco-none-nocolour": {occlusion: [40.0, 41.0, 42.0]}}
+    lines = study.claims(level, [], list(level)[len(floors):])
+    assert ("- occlusion (rendered): moco-tracker not above moco-none by more than 2 sd: no "
+            "(+3.0)") in lines
+    assert ("- occlusion (rendered): moco-tracker-nocolour not above moco-none-nocolour by more "
+            "than 2 sd: yes (+1.0)") in lines
 
 
 def test_turn_between_views():
