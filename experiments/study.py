@@ -64,6 +64,7 @@ ABLATION_ARMS = {
     "moco-transitive-nocolour": ("moco", "transitive:1"),
     "triplet-transitive-nocolour": ("triplet", "transitive:1"),
     "triplet-intra-transitive-nocolour": ("triplet", "intra:1,transitive:1"),
+    "moco-tracker-transitive-nocolour": ("moco", "tracker:1,transitive:1"),
     # intra pairs are one per track (its two graph nodes); tracker pairs are every crop pair
     # of a track 5-150 frames apart, ~18x as many and as wide in viewpoint
     "triplet-tracker-transitive-nocolour": ("triplet", "tracker:1,transitive:1"),
