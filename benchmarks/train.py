@@ -39,6 +39,9 @@ def sync(device: torch.device) -> None:
 
 
 def make_store(root: Path, crops: int, crop_size: int) -> Store:
+    # The synthetic tracks come from the test factories; the checkout's root goes last on the
+    # path so that an installed vidmine is never shadowed by its source folder.
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
     from tests.factories import fill_store
     store = Store(StorageConfig(workdir=str(root)))
     tracks = max(1, crops // 8 // 4)

@@ -1,6 +1,7 @@
 """Packaging: one installed name, ``vidmine``; the folders of the checkout map into it."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -42,3 +43,15 @@ def test_the_namespace_imports_from_anywhere_and_the_bare_names_do_not(tmp_path)
     res = subprocess.run([sys.executable, "-m", "vidmine.training.cli", "--help"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0 and "vidmine-train" in res.stdout, res.stderr
+
+
+def test_the_trainer_benchmark_runs_as_make_bench_calls_it(tmp_path):
+    # `python benchmarks/train.py` puts benchmarks/ on the path, not the checkout's root,
+    # yet its default store is filled by the test factories.
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train.py"), "--steps", "2",
+                          "--warmup", "1", "--crops", "64", "--workers", "0", "--batch-size", "8",
+                          "--image-size", "32", "--crop-size", "48", "--json"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    result = json.loads(res.stdout[res.stdout.index("{"):])
+    assert result["synthetic_pairs_per_s"] > 0 and result["real_pairs_per_s"] > 0
