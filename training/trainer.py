@@ -60,14 +60,17 @@ def warmup_cosine(warmup: int, total: int):
     return factor
 
 
-def init_distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+def init_distributed(device_spec: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) from torchrun's environment; (0, 1, device) without it. The
+    backend follows the device this process trains on: NCCL for a GPU, gloo for the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0
+    device = pick_device(device_spec, local_rank)
     if world == 1:
-        return 0, 1, 0
+        return 0, 1, device
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
 
 
 class Trainer:
@@ -79,8 +82,7 @@ class Trainer:
         if not resume and last.is_file():
             raise UsageError(f"{self.out} already holds a checkpoint; pass --resume to continue "
                              "it, or choose another --out")
-        self.rank, self.world, local_rank = init_distributed()
-        self.device = pick_device(cfg.device, local_rank)
+        self.rank, self.world, self.device = init_distributed(cfg.device)
         self.cuda = self.device.type == "cuda"
         if self.cuda:
             torch.cuda.set_device(self.device)

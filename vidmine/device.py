@@ -4,15 +4,32 @@ from __future__ import annotations
 from .errors import UsageError
 
 
+def rank_device(spec: str, local_rank: int, gpus: int) -> str:
+    """The device name for ``spec`` in the process of ``local_rank`` on a machine with ``gpus``
+    visible GPUs. ``auto`` is this rank's GPU, or the CPU where there is none; ``cuda`` is this
+    rank's GPU; ``cpu`` and ``cuda:N`` are taken as they are."""
+    if spec not in ("auto", "cuda"):
+        return spec
+    if gpus == 0:
+        if spec == "cuda":
+            raise UsageError("device 'cuda' asked for, but CUDA is not available here")
+        return "cpu"
+    if local_rank >= gpus:
+        raise UsageError(f"process {local_rank} of this machine has no GPU of its own ({gpus} "
+                         "visible): start at most that many processes per machine "
+                         "(torchrun --nproc-per-node), or pass --device cpu")
+    return f"cuda:{local_rank}"
+
+
 def pick_device(spec: str = "auto", local_rank: int = 0):
-    """``auto``: the GPU of this rank when CUDA is there, else the CPU; ``cpu``, ``cuda`` or
-    ``cuda:N`` as asked, with a clear error when CUDA is asked for and absent."""
+    """The torch device of ``spec`` (auto, cpu, cuda or cuda:N) for this process, with a clear
+    error when CUDA is asked for and absent or when a rank has no GPU of its own."""
     import torch
-    if spec == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    name = rank_device(spec, local_rank, gpus)
+    if name.startswith("cuda") and gpus == 0:
         raise UsageError(f"device {spec!r} asked for, but CUDA is not available here")
     try:
-        return torch.device(spec)
+        return torch.device(name)
     except RuntimeError as exc:
         raise UsageError(f"not a torch device: {spec!r} (auto, cpu, cuda or cuda:N)") from exc
