@@ -17,7 +17,8 @@ def rank_device(spec: str, local_rank: int, gpus: int) -> str:
     if local_rank >= gpus:
         raise UsageError(f"process {local_rank} of this machine has no GPU of its own ({gpus} "
                          "visible): start at most that many processes per machine "
-                         "(torchrun --nproc-per-node), or pass --device cpu")
+                         "(torchrun --nproc-per-node), pass --device cuda:0 where each process "
+                         "sees only its own GPU, or pass --device cpu")
     return f"cuda:{local_rank}"
 
 
