@@ -6,15 +6,17 @@
 In one run: (1) pairs/s of the training step alone, fed random tensors already on the
 device; (2) pairs/s of the whole path: LMDB -> loader -> decode + augment (nvjpeg and the
 batched GPU recipe on CUDA; workers with the per-image recipe on CPU) -> the same step;
-their ratio is the share of the model's speed the data path keeps. (3) Loader crops/s per
+their ratio is the share of the model's speed the data path keeps; on CUDA (2) runs twice,
+with JPEGs decoded by nvjpeg in the trainer and by the loader workers. (3) Loader crops/s per
 worker core against bare JPEG decoding of the same crops on one core (only the decode,
-bytes already in memory), so (3) says what the augmentation and LMDB reads cost.
+bytes already in memory), so (3) says what the augmentation and LMDB reads cost (CPU only).
 
 On CUDA it runs MoCo v2 ResNet-50 at 128 px, batch 256, bf16, channels-last by default.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -146,13 +148,21 @@ def main(argv=None) -> int:
         synthetic = synthetic_rate(trainer, args.warmup, args.steps)
         trainer = Trainer(cfg, store, Path(tmp) / "out")  # fresh weights, queue and optimizer
         real = real_rate(trainer, args.warmup, args.steps)
+        if trainer.gpu_augment:  # the other place to decode JPEGs for the GPU recipe
+            other = dataclasses.replace(cfg, gpu_decode="workers")
+            workers_decode = real_rate(Trainer(other, store, Path(tmp) / "out2"), args.warmup,
+                                       args.steps)
         result = {"device": str(trainer.device), "gpu_augment": trainer.gpu_augment,
                   "objective": cfg.objective, "backbone": cfg.backbone,
                   "image_size": cfg.image_size, "batch_size": cfg.batch_size,
                   "amp_bf16": cfg.amp and trainer.cuda, "channels_last": trainer.channels_last,
                   "synthetic_pairs_per_s": synthetic, "real_pairs_per_s": real,
-                  "real_vs_synthetic": real / synthetic, "crops": len(trainer.data.table),
+                  "real_vs_synthetic": real / synthetic, "gpu_decode": cfg.gpu_decode,
+                  "crops": len(trainer.data.table),
                   "torch_threads": torch.get_num_threads()}
+        if trainer.gpu_augment:
+            result.update(real_workers_decode_pairs_per_s=workers_decode,
+                          workers_decode_vs_synthetic=workers_decode / synthetic)
         if not cuda:
             result.update(loader_vs_decode(trainer, args.workers, max(4, args.steps)))
         store.close()
@@ -162,6 +172,9 @@ def main(argv=None) -> int:
         print(f"{cfg.objective} {cfg.backbone} {cfg.image_size}px batch {cfg.batch_size} on "
               f"{result['device']}: synthetic {synthetic:.1f} pairs/s, real data {real:.1f} "
               f"pairs/s, ratio {real / synthetic:.3f}")
+        if trainer.gpu_augment:
+            print(f"JPEGs decoded by the loader workers instead of nvjpeg: {workers_decode:.1f} "
+                  f"pairs/s, ratio {workers_decode / synthetic:.3f}")
         if not cuda:
             r = result
             print(f"loader crops/s per worker core ({args.workers} workers): v2 "

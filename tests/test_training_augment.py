@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from vidmine.images import encode_image
-from vidmine.training.augment import BatchAugment, CpuAugment, cpu_transform, normalize
+from vidmine.training.augment import (
+    BatchAugment, CpuAugment, cpu_transform, normalize, upload_images)
 from vidmine.training.data import bytes_tensor
 
 OFF = {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "p_jitter": 0.0, "p_gray": 0.0, "p_blur": 0.0,
@@ -84,6 +85,20 @@ def test_decode_then_augment_on_cpu():
                           -torch.tensor([0.485, 0.456, 0.406]) / torch.tensor([0.229, 0.224, 0.225]))
 
 
+def test_upload_keeps_each_image_and_its_augmentation():
+    """The GPU recipe's one-copy upload of worker-decoded crops of many sizes: every image
+    comes back whole, and the recipe draws the same crops from it."""
+    rng = np.random.default_rng(0)
+    images = [torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8))
+              for h, w in ((40, 56), (64, 48), (33, 71))]
+    moved = upload_images(images, "cpu")
+    assert [m.shape for m in moved] == [i.shape for i in images]
+    assert all(torch.equal(m, i) for m, i in zip(moved, images))
+    recipe = BatchAugment(32)
+    assert torch.equal(recipe(moved, torch.Generator().manual_seed(3)),
+                       recipe(images, torch.Generator().manual_seed(3)))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(),
                     reason="needs a CUDA device for nvjpeg decoding; this machine has none")
 def test_nvjpeg_decode_and_gpu_augment():
@@ -104,6 +119,8 @@ def test_nvjpeg_decode_and_gpu_augment():
                                             channels_last=True)
     assert x.is_cuda and x.shape == (4, 3, 32, 32) and torch.isfinite(x).all()
     assert x.is_contiguous(memory_format=torch.channels_last)
+    on_gpu = upload_images(list(decode_jpeg(blobs, mode=ImageReadMode.RGB)), "cuda")
+    assert all(img.is_cuda and img.shape == (3, 48, 56) for img in on_gpu)
 
 
 def test_cpu_loader_recipes_give_uint8_batches():

@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from tests.test_training_fixtures import SMALL, make_store, open_train_store
 from vidmine.errors import UsageError
-from vidmine.training.augment import CpuAugment
+from vidmine.images import decode_image
+from vidmine.training.augment import CpuAugment, keep_decoded
 from vidmine.training.config import TrainConfig, parse_positives
 from vidmine.training.data import (
     MixBatchSampler,
@@ -157,3 +158,16 @@ def test_raw_bytes_for_the_gpu_decoder(train_store):
     assert len(batch["a"]) == 3 and batch["a"][0].dtype == torch.uint8
     assert bytes(batch["a"][0][:2].tolist()) == b"\xff\xd8"  # a JPEG stream for nvjpeg
     assert all(torch.equal(x, y) for x, y in zip(batch["a"], batch["p"]))  # same crop twice
+
+
+def test_decoded_pixels_for_the_gpu_recipe(train_store):
+    """--gpu-decode workers: the workers send each crop's pixels, as the store holds them."""
+    store, _ = train_store
+    data = load_pair_data(store, _cfg(positives="intra"))
+    spec = MixBatchSampler(data.sizes, data.weights, 3, 1).batch(0)
+    decoded = PairDataset(data, store.reader, transform=keep_decoded)[(0, spec)]
+    encoded = PairDataset(data, store.reader, transform=None)[(0, spec)]
+    assert len(decoded["a"]) == len(decoded["p"]) == 3
+    for img, blob in zip(decoded["a"] + decoded["p"], encoded["a"] + encoded["p"]):
+        assert img.dtype == torch.uint8 and img.shape[0] == 3
+        assert torch.equal(img, torch.from_numpy(decode_image(bytes(blob.tolist()))).permute(2, 0, 1))

@@ -73,6 +73,19 @@ class CpuAugment:
         return (self.batched(images, None) * 255).round().to(torch.uint8)
 
 
+def keep_decoded(images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The loader's transform when workers decode for the GPU recipe: pixels as they are."""
+    return images
+
+
+def upload_images(images: list[torch.Tensor], device: torch.device | str) -> list[torch.Tensor]:
+    """uint8 CHW images of any sizes -> the same images on ``device``, in one host-to-device
+    copy (hundreds of small copies a batch cost more than the bytes)."""
+    flat = torch.cat([img.reshape(-1) for img in images]).to(device, non_blocking=True)
+    parts = flat.split([img.numel() for img in images])
+    return [part.view(img.shape) for part, img in zip(parts, images)]
+
+
 def normalize(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """uint8 or [0, 1] float NCHW -> float normalised by the ImageNet mean and std."""
     x = images.float()

@@ -69,6 +69,9 @@ class TrainConfig:
                 "flips and blur only; an ablation)"})
     gpu_augment: str = field(default="auto", metadata={"choices": ("auto", "on", "off"),
         "help": "decode JPEGs with nvjpeg and augment on the GPU: auto (when CUDA), on, off"})
+    gpu_decode: str = field(default="nvjpeg", metadata={"choices": ("nvjpeg", "workers"),
+        "help": "with the GPU recipe, where JPEGs are decoded: nvjpeg in the trainer, or the "
+                "loader workers (their pixels go to the GPU in one copy a batch)"})
     cpu_augment: str = field(default="v2", metadata={"choices": ("v2", "batched"),
         "help": "CPU recipe in the loader workers: v2 (torchvision, per image: the reference) "
                 "or batched (the GPU path's arithmetic on CPU tensors, faster)"})

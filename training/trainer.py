@@ -34,7 +34,7 @@ from vidmine.progress import progress_bar
 from vidmine.storage.db import RunRecord
 from vidmine.storage.store import BadCrops, Store
 
-from .augment import BatchAugment, CpuAugment, normalize
+from .augment import BatchAugment, CpuAugment, keep_decoded, normalize, upload_images
 from .backbones import CheckpointError, read_checkpoint, save_backbone
 from .config import TrainConfig
 from .data import MixBatchSampler, PairDataset, batch_seed, load_pair_data
@@ -142,11 +142,15 @@ class Trainer:
         cfg = self.cfg
         sampler = MixBatchSampler(self.data.sizes, self.data.weights, cfg.batch_size, cfg.steps,
                                   cfg.seed, self.rank, start_step=self.step)
-        augment = None if self.gpu_augment else \
-            CpuAugment(cfg.image_size, cfg.cpu_augment, cfg.colour_augment)
+        if not self.gpu_augment:
+            augment = CpuAugment(cfg.image_size, cfg.cpu_augment, cfg.colour_augment)
+        else:  # None: the bytes travel, for nvjpeg
+            augment = keep_decoded if cfg.gpu_decode == "workers" else None
         dataset = PairDataset(self.data, self.store.reader, augment, cfg.seed, self.rank)
+        # Decoded crops are joined into one buffer before their copy, so pinning each is waste.
         return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=cfg.workers,
-                          pin_memory=self.cuda, prefetch_factor=4 if cfg.workers else None)
+                          pin_memory=self.cuda and augment is not keep_decoded,
+                          prefetch_factor=4 if cfg.workers else None)
 
     def _note_bad(self, crop_ids: torch.Tensor) -> None:
         """Name each crop the loader could not read, once; fail past 1 % of the crops."""
@@ -161,7 +165,10 @@ class Trainer:
     def prepare(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """A loader batch -> normalised device images (a, p) and the negative-rule ids."""
         meta = {k: batch[k].to(self.device, non_blocking=True) for k in META}
-        if self.gpu_augment:
+        if self.gpu_augment and self.cfg.gpu_decode == "workers":
+            images = upload_images(batch["a"] + batch["p"], self.device)
+            x = normalize(self.augment(images, None), self.channels_last)
+        elif self.gpu_augment:
             x = self.augment.decode_and_augment(batch["a"] + batch["p"], self.device, None,
                                                 self.channels_last)
         else:
