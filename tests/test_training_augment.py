@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from vidmine.images import encode_image
-from vidmine.training.augment import (
-    BatchAugment, CpuAugment, cpu_transform, normalize, upload_images)
+from vidmine.training.augment import BatchAugment, CpuAugment, cpu_transform, normalize, upload_images
 from vidmine.training.data import bytes_tensor
 
 OFF = {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "p_jitter": 0.0, "p_gray": 0.0, "p_blur": 0.0,
