@@ -192,3 +192,16 @@ def test_each_torchrun_process_gets_its_own_gpu_or_a_clear_error():
         rank_device("auto", 1, gpus=1)
     with pytest.raises(UsageError, match="CUDA is not available"):
         rank_device("cuda", 0, gpus=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="the GPU recipe needs a CUDA device; this machine has none")
+@pytest.mark.parametrize("gpu_decode", ["nvjpeg", "workers"])
+def test_gpu_recipe_trains_with_either_decoder(train_store, tmp_path, gpu_decode):
+    store, _ = train_store
+    cfg = TrainConfig(**{**SMALL, "objective": "moco", "positives": "intra", "steps": 3,
+                         "workers": 1, "gpu_decode": gpu_decode})
+    trainer = Trainer(cfg, store, tmp_path / "out")
+    assert trainer.gpu_augment and trainer.device.type == "cuda"
+    assert trainer.fit(progress=False)["status"] == "done"
+    assert all(np.isfinite(_losses(tmp_path / "out")))
