@@ -192,6 +192,8 @@ def test_each_torchrun_process_gets_its_own_gpu_or_a_clear_error():
         rank_device("auto", 1, gpus=1)
     with pytest.raises(UsageError, match="CUDA is not available"):
         rank_device("cuda", 0, gpus=0)
+    with pytest.raises(UsageError, match="CUDA is not available"):
+        rank_device("cuda:1", 0, gpus=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),

@@ -89,6 +89,7 @@ class Trainer:
         self.gpu_augment = cfg.gpu_augment == "on" or (cfg.gpu_augment == "auto" and self.cuda)
         if self.gpu_augment and not self.cuda:
             raise UsageError("--gpu-augment on needs a CUDA device")
+        self.decode_in_workers = self.gpu_augment and cfg.gpu_decode == "workers"
         self.channels_last = cfg.channels_last and self.cuda
         self.data = load_pair_data(store, cfg)
         saved = read_checkpoint(last, self.device) if resume else None
@@ -145,11 +146,11 @@ class Trainer:
         if not self.gpu_augment:
             augment = CpuAugment(cfg.image_size, cfg.cpu_augment, cfg.colour_augment)
         else:  # None: the bytes travel, for nvjpeg
-            augment = keep_decoded if cfg.gpu_decode == "workers" else None
+            augment = keep_decoded if self.decode_in_workers else None
         dataset = PairDataset(self.data, self.store.reader, augment, cfg.seed, self.rank)
         # Decoded crops are joined into one buffer before their copy, so pinning each is waste.
         return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=cfg.workers,
-                          pin_memory=self.cuda and augment is not keep_decoded,
+                          pin_memory=self.cuda and not self.decode_in_workers,
                           prefetch_factor=4 if cfg.workers else None)
 
     def _note_bad(self, crop_ids: torch.Tensor) -> None:
@@ -165,7 +166,7 @@ class Trainer:
     def prepare(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """A loader batch -> normalised device images (a, p) and the negative-rule ids."""
         meta = {k: batch[k].to(self.device, non_blocking=True) for k in META}
-        if self.gpu_augment and self.cfg.gpu_decode == "workers":
+        if self.decode_in_workers:
             images = upload_images(batch["a"] + batch["p"], self.device)
             x = normalize(self.augment(images, None), self.channels_last)
         elif self.gpu_augment:
