@@ -133,6 +133,8 @@ def main(argv=None) -> int:
     ap.add_argument("--crop-size", type=int, default=128)
     ap.add_argument("--cpu-augment", default="v2", choices=("v2", "batched"),
                     help="recipe of the trainer's CPU loader")
+    ap.add_argument("--no-amp", dest="amp", action="store_false",
+                    help="fp32 even where bf16 autocast would be on (CUDA, CPUs with bf16)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -143,7 +145,7 @@ def main(argv=None) -> int:
                           backbone=args.backbone, image_size=args.image_size,
                           batch_size=args.batch_size, steps=args.warmup + args.steps,
                           workers=args.workers, warmup_steps=0, min_gap=1,
-                          cpu_augment=args.cpu_augment)
+                          cpu_augment=args.cpu_augment, amp=args.amp)
         trainer = Trainer(cfg, store, Path(tmp) / "out")
         synthetic = synthetic_rate(trainer, args.warmup, args.steps)
         trainer = Trainer(cfg, store, Path(tmp) / "out")  # fresh weights, queue and optimizer
@@ -155,7 +157,7 @@ def main(argv=None) -> int:
         result = {"device": str(trainer.device), "gpu_augment": trainer.gpu_augment,
                   "objective": cfg.objective, "backbone": cfg.backbone,
                   "image_size": cfg.image_size, "batch_size": cfg.batch_size,
-                  "amp_bf16": cfg.amp and trainer.cuda, "channels_last": trainer.channels_last,
+                  "amp_bf16": trainer.amp, "channels_last": trainer.channels_last,
                   "synthetic_pairs_per_s": synthetic, "real_pairs_per_s": real,
                   "real_vs_synthetic": real / synthetic, "gpu_decode": cfg.gpu_decode,
                   "crops": len(trainer.data.table),
@@ -170,7 +172,7 @@ def main(argv=None) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(f"{cfg.objective} {cfg.backbone} {cfg.image_size}px batch {cfg.batch_size} on "
-              f"{result['device']}: synthetic {synthetic:.1f} pairs/s, real data {real:.1f} "
+              f"{result['device']} ({'bf16' if trainer.amp else 'fp32'}): synthetic {synthetic:.1f} pairs/s, real data {real:.1f} "
               f"pairs/s, ratio {real / synthetic:.3f}")
         if trainer.gpu_augment:
             print(f"JPEGs decoded by the loader workers instead of nvjpeg: {workers_decode:.1f} "

@@ -76,8 +76,11 @@ class TrainConfig:
         "help": "CPU recipe in the loader workers: v2 (torchvision, per image: the reference) "
                 "or batched (the GPU path's arithmetic on CPU tensors, faster)"})
     workers: int = field(default=4, metadata={"help": "DataLoader worker processes per trainer"})
-    amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA"})
-    channels_last: bool = field(default=True, metadata={"help": "channels-last memory on CUDA"})
+    amp: bool = field(default=True, metadata={
+        "help": "bf16 autocast where it is fast: on CUDA, and on CPUs with bf16 instructions "
+                "(AVX-512 BF16, AMX); --no-amp trains in fp32 everywhere"})
+    channels_last: bool = field(default=True, metadata={
+        "help": "channels-last memory wherever bf16 autocast is on"})
     checkpoint_every: int = field(default=500, metadata={
         "help": "steps between checkpoints (0: only at the end)"})
     log_every: int = field(default=10, metadata={"above": 0, "help": "steps between CSV/TensorBoard rows"})

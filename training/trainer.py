@@ -1,6 +1,7 @@
 """The training loop: data -> (GPU decode and augmentation) -> model -> SGD, with checkpoints.
 
-* Mixed precision: bf16 autocast on CUDA (no loss scaling needed); channels-last there too.
+* Mixed precision: bf16 autocast on CUDA and on CPUs with bf16 instructions (no loss scaling
+  needed); channels-last with it.
 * Schedule: linear warm-up then cosine to zero; lr scales with the global batch / 256.
 * Exact resume: the sampler and every random draw of a step (augmentation, MoCo's batch
   shuffle, random negatives) are seeded by (seed, rank, step), so a checkpoint needs only
@@ -28,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from vidmine.config import to_dict
-from vidmine.device import pick_device
+from vidmine.device import pick_device, use_bf16
 from vidmine.errors import UsageError
 from vidmine.progress import progress_bar
 from vidmine.storage.db import RunRecord
@@ -90,7 +91,10 @@ class Trainer:
         if self.gpu_augment and not self.cuda:
             raise UsageError("--gpu-augment on needs a CUDA device")
         self.decode_in_workers = self.gpu_augment and cfg.gpu_decode == "workers"
-        self.channels_last = cfg.channels_last and self.cuda
+        # bf16 only where the hardware computes it; channels-last pays only with it (on the CPU
+        # oneDNN's fp32 convolutions are 8 % slower channels-last, its bf16 ones 18 % faster).
+        self.amp = cfg.amp and use_bf16(self.device)
+        self.channels_last = cfg.channels_last and self.amp
         self.data = load_pair_data(store, cfg)
         saved = read_checkpoint(last, self.device) if resume else None
         self.moco = self._moco_settings(saved)
@@ -182,7 +186,7 @@ class Trainer:
     def train_step(self, a: torch.Tensor, p: torch.Tensor, meta: dict) -> torch.Tensor:
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                            enabled=self.cfg.amp and self.cuda):
+                            enabled=self.amp):
             loss = self.model(a, p, meta)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -299,7 +303,7 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         summary = {"status": status, "step": self.step, "steps": cfg.steps,
                    "world_size": self.world, "device": str(self.device),
-                   "gpu_augment": self.gpu_augment,
+                   "precision": "bf16" if self.amp else "fp32", "gpu_augment": self.gpu_augment,
                    "pairs_per_s": (self.step - start_step) * cfg.batch_size * self.world
                    / max(elapsed, 1e-9),
                    "checkpoint": str(self.out / ("final.pt" if status == "done" else "last.pt")),
