@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.test_training_fixtures import SMALL, open_train_store
-from vidmine.device import rank_device
+from vidmine.device import cpu_has_bf16, rank_device
 from vidmine.errors import UsageError
 from vidmine.training.backbones import load_backbone
 from vidmine.training.cli import main
@@ -194,6 +194,31 @@ def test_each_torchrun_process_gets_its_own_gpu_or_a_clear_error():
         rank_device("cuda", 0, gpus=0)
     with pytest.raises(UsageError, match="CUDA is not available"):
         rank_device("cuda:1", 0, gpus=0)
+
+
+def test_bf16_only_on_cpus_that_compute_it(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    assert not cpu_has_bf16.__wrapped__(str(info))  # oneDNN would emulate bf16: slower
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n")
+    assert cpu_has_bf16.__wrapped__(str(info))
+    info.write_text("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert cpu_has_bf16.__wrapped__(str(info))
+    assert not cpu_has_bf16.__wrapped__(str(tmp_path / "absent"))  # not Linux
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_cpu_training_precision_follows_the_cpu(train_store, tmp_path, amp):
+    store, _ = train_store
+    cfg = TrainConfig(**{**SMALL, "positives": "none:1", "steps": 2, "device": "cpu", "amp": amp})
+    trainer = Trainer(cfg, store, tmp_path / "out")
+    summary = trainer.fit(progress=False)
+    bf16 = amp and cpu_has_bf16()
+    assert summary["precision"] == ("bf16" if bf16 else "fp32")
+    assert trainer.channels_last == bf16
+    # autocast computes in bf16 but the weights the optimizer steps stay fp32
+    assert all(p.dtype == torch.float32 for p in trainer.net.parameters())
+    assert np.isfinite(_losses(tmp_path / "out")).all()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),
