@@ -268,6 +268,7 @@ def train(cli: Cli, work: Path, run_dir: Path, objective: str, positives: str, s
         raise SystemExit(f"study: training {run_dir.name} ended {summary.get('status')}")
     losses = [row.split(",")[1] for row in (run_dir / "log.csv").read_text().splitlines()[1:]]
     return {"checkpoint": str(run_dir / "final.pt"), "device": summary["device"],
+            "precision": summary.get("precision", "fp32"),
             "pairs_per_s": round(summary["pairs_per_s"], 1), "pairs": summary["pairs"],
             "moco": summary.get("moco"), "final_loss": float(losses[-1]) if losses else None}
 
@@ -579,8 +580,9 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
     md += ["", "What the numbers say (computed):", "", *claims(values, sets, [
         a for a in args.arms if a in values]), ""]
     trained = {k: v for k, v in state.items() if k.startswith("train-")}
-    md += ["Training throughput (pairs/s): " + ", ".join(
-               f"{k[6:]} {v['pairs_per_s']}" for k, v in trained.items()) + ".", "",
+    md += ["Training throughput (pairs/s; precision): " + ", ".join(
+               f"{k[6:]} {v['pairs_per_s']} ({v.get('precision', 'fp32')})"
+               for k, v in trained.items()) + ".", "",
            "Wall time per stage (s): " + ", ".join(
                f"{k} {v['wall_s']}" for k, v in state.items() if "wall_s" in v) + ".",
            f"Total: {sum(v.get('wall_s', 0) for v in state.values()) / 60:.1f} min."]
