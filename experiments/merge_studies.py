@@ -5,6 +5,9 @@ videos are the same bytes each time, so every part trains on the same data).
 
     python experiments/merge_studies.py PART_DIR [PART_DIR ...] --out DIR
 
+A part is a study's output folder (its results.json) or a results .json file of one, e.g. an
+earlier table of the same folder kept under another name.
+
 Parts may also hold other arms of one seed (e.g. the tracker arm run after plain MoCo):
 each arm of each seed comes from one part, and the untrained network of a seed, which every
 part that holds the seed evaluates, is kept once, after checking that it scored the same.
@@ -39,7 +42,8 @@ DESCRIPTORS = tuple(f for f in FLOOR_NAMES if "(floor)" in f)
 
 
 def load(part: Path) -> dict:
-    path = part / "results.json"
+    # a part's folder, or one of its results files (a study's earlier table kept beside it)
+    path = part if part.suffix == ".json" else part / "results.json"
     if not path.is_file():
         raise SystemExit(f"merge: {path} does not exist (not the output folder of a study)")
     return json.loads(path.read_text())
@@ -176,7 +180,8 @@ def merge(parts: list[Path], other_data: bool = False
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="merge_studies", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="+", type=Path, help="output folders of study runs")
+    parser.add_argument("parts", nargs="+", type=Path,
+                        help="output folders of study runs, or results .json files of them")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--other-data", action="store_true",
                         help="merge parts whose data differ a little (another machine or "

@@ -64,6 +64,12 @@ def test_study_in_parts_without_bootstrap_merged(tmp_path):
     assert merge.main([str(a), str(c), "--out", str(tmp_path / "ac")]) == 0
     table = (tmp_path / "ac" / "results.md").read_text()   # plain MoCo has seed 0 alone there
     assert "| moco-none (seed 0) |" in table and "| moco-tracker |" in table
+    kept = tmp_path / "results-seed1-tracker.json"   # an earlier table kept under another name
+    kept.write_text((c / "results.json").read_text())
+    assert merge.main([str(a), str(b), str(kept), "--out", str(tmp_path / "abk")]) == 0
+    assert json.loads((tmp_path / "abk" / "results.json").read_text())["summary"] == merged["summary"]
+    with pytest.raises(SystemExit, match="results-gone.json does not exist"):
+        merge.main([str(a), str(tmp_path / "results-gone.json"), "--out", str(tmp_path / "ag")])
 
     with pytest.raises(SystemExit, match="moco-tracker of seed 1 is in both"):
         merge.main([str(a), str(c), str(c), "--out", str(tmp_path / "acc")])
