@@ -38,10 +38,11 @@ def bar_chart(results: dict[str, dict[str, float]], title: str, ylabel: str, out
     ax.set_xticklabels(measures, fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    # beside the axes: inside, it covers the first group's bars once there are many models
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
+    fig.savefig(out_png, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out_png
 
