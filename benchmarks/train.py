@@ -172,7 +172,7 @@ def main(argv=None) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(f"{cfg.objective} {cfg.backbone} {cfg.image_size}px batch {cfg.batch_size} on "
-              f"{result['device']} ({'bf16' if trainer.amp else 'fp32'}): synthetic {synthetic:.1f} "
+              f"{result['device']} ({trainer.precision}): synthetic {synthetic:.1f} "
               f"pairs/s, real data {real:.1f} pairs/s, ratio {real / synthetic:.3f}")
         if trainer.gpu_augment:
             print(f"JPEGs decoded by the loader workers instead of nvjpeg: {workers_decode:.1f} "
