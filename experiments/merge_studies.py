@@ -45,7 +45,8 @@ def load(part: Path) -> dict:
     # a part's folder, or one of its results files (a study's earlier table kept beside it)
     path = part if part.suffix == ".json" else part / "results.json"
     if not path.is_file():
-        raise SystemExit(f"merge: {path} does not exist (not the output folder of a study)")
+        raise SystemExit(f"merge: {path} does not exist (neither a study's output folder nor a "
+                         "results file of one)")
     return json.loads(path.read_text())
 
 
