@@ -35,9 +35,11 @@ from .pairs import (
     cap_degree,
     cap_per_cluster,
     cluster_candidates,
+    crop_keys,
     filter_inter,
     hash_priority,
     intra_edges,
+    pair_hash,
     pair_key,
     split_by_video,
     transitive_pairs,
@@ -112,13 +114,27 @@ def read_object_crops(store: Store) -> dict[str, np.ndarray]:
                                                track_id=np.int64, frame_index=np.int64))
     if len(cols["id"]) == 0:
         raise UsageError("the index has no object crops yet (mine some videos first)")
+    cols["key"] = crop_keys(cols["video_id"], cols["id"])
     return cols
 
 
+def in_key_order(cluster, x: np.ndarray, key: np.ndarray, *args):
+    """``cluster(x, *args)``'s labels, computed on the rows in ``key`` order and given back in
+    ``x``'s order: k-means seeds its centroids from row positions, and rows come in crop-id
+    order, which mining workers interleave differently from run to run."""
+    order = np.argsort(key, kind="stable")
+    labels = cluster(x[order], *args)
+    out = tuple(np.empty_like(a) for a in labels)
+    for dst, src in zip(out, labels):
+        dst[order] = src
+    return out
+
+
 def _labels(cfg: GraphConfig, x: np.ndarray, old: np.ndarray, new: np.ndarray,
-            graph: Graph, old_rows: np.ndarray, track: np.ndarray):
+            graph: Graph, old_rows: np.ndarray, track: np.ndarray, key: np.ndarray):
     """(coarse, fine) of every node, and mutual-kNN edges (a, b, sim) when that is the mode.
-    ``old``/``new``: masks over nodes; ``old_rows``: each old node's row in ``graph``."""
+    ``old``/``new``: masks over nodes; ``old_rows``: each old node's row in ``graph``;
+    ``key``: each node's ``crop_keys``."""
     n = len(x)
     coarse = np.full(n, -1, np.int64)
     fine = np.full(n, -1, np.int64)
@@ -139,11 +155,12 @@ def _labels(cfg: GraphConfig, x: np.ndarray, old: np.ndarray, new: np.ndarray,
     if old.any():
         coarse[new], fine[new] = clustering.assign(x[old], coarse[old], fine[old], x[new])
     elif cfg.clustering == "two_level":
-        coarse, fine = clustering.two_level(x, cfg.coarse_k, cfg.fine_k, cfg.cluster_size,
-                                            cfg.kmeans_iters, cfg.seed)
+        coarse, fine = in_key_order(clustering.two_level, x, key, cfg.coarse_k, cfg.fine_k,
+                                    cfg.cluster_size, cfg.kmeans_iters, cfg.seed)
     else:
         k = cfg.k or max(1, round(n / cfg.cluster_size))
-        fine, _ = clustering.kmeans(x, k, cfg.kmeans_iters, cfg.seed)
+        fine, = in_key_order(lambda rows: clustering.kmeans(rows, k, cfg.kmeans_iters, cfg.seed)[:1],
+                             x, key)
         coarse = fine.copy()
     return coarse, fine, None
 
@@ -184,6 +201,7 @@ def build(store: Store, cfg: GraphConfig, rebuild: bool = False, progress: bool 
     to_node[node_pos] = np.arange(n)
     intra_a, intra_b = to_node[intra_a], to_node[intra_b]
     track, video = cols["track_id"][node_pos], cols["video_id"][node_pos]
+    crop_key = cols["key"][node_pos]
 
     in_graph = np.isin(node, graph.node)
     new = ~in_graph
@@ -196,12 +214,13 @@ def build(store: Store, cfg: GraphConfig, rebuild: bool = False, progress: bool 
         run_id = run.id
         t_read = time.perf_counter() - t0
         old_rows = np.searchsorted(graph.node, node[in_graph])
-        coarse, fine, knn_edges = _labels(cfg, x, in_graph, new, graph, old_rows, track)
+        coarse, fine, knn_edges = _labels(cfg, x, in_graph, new, graph, old_rows, track, crop_key)
         t_cluster = time.perf_counter() - t0 - t_read
 
         # inter edges: candidates touching a new node, filtered, not already there, capped
         if knn_edges is None:
-            a, b = cluster_candidates(fine, hash_priority(node, cfg.seed), cfg.max_inter_per_node)
+            a, b = cluster_candidates(fine, hash_priority(crop_key, cfg.seed),
+                                      cfg.max_inter_per_node)
             weight = np.einsum("ij,ij->i", x[a], x[b])
         else:
             a, b, weight = knn_edges
@@ -236,7 +255,7 @@ def build(store: Store, cfg: GraphConfig, rebuild: bool = False, progress: bool 
         used_of = graph.edge_cluster[np.searchsorted(graph.edge_id, graph.pair_edge)] \
             if len(graph.pair_edge) else np.zeros(0, np.int64)
         used = np.bincount(used_of[used_of >= 0], minlength=int(fine.max()) + 1)
-        priority = hash_priority(pair_key(node[p.anchor], node[p.positive], 1 << 31), cfg.seed)
+        priority = hash_priority(pair_hash(crop_key[p.anchor], crop_key[p.positive]), cfg.seed)
         p = p.take(cap_per_cluster(pair_cluster, priority, cfg.max_pairs_per_cluster, used))
         capped = existing - len(p)
         keep, is_val = split_by_video(video, p.anchor, p.positive, cfg.val_fraction, cfg.seed)

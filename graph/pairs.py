@@ -97,6 +97,24 @@ def hash_priority(x: np.ndarray, seed: int = 0) -> np.ndarray:
     return (mix64(x, seed) >> np.uint64(44)).astype(np.int64)
 
 
+def crop_keys(video: np.ndarray, crop_id: np.ndarray) -> np.ndarray:
+    """A key per crop that does not depend on the order in which videos were committed: its
+    video id and its place among that video's crops. One worker commits a video whole, in
+    one order; several workers interleave the crop ids of their videos from run to run."""
+    video, crop_id = np.asarray(video, np.int64), np.asarray(crop_id, np.int64)
+    order = np.lexsort((crop_id, video))
+    first = np.r_[True, video[order][1:] != video[order][:-1]]
+    rank = np.empty(len(order), np.int64)
+    rank[order] = ragged_arange(np.diff(np.r_[np.flatnonzero(first), len(order)]))[1]
+    return (video << np.int64(32)) | rank
+
+
+def pair_hash(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One uint64 per unordered pair of 64-bit keys (``crop_keys``), for priorities."""
+    lo, hi = np.minimum(a, b).astype(np.uint64), np.maximum(a, b).astype(np.uint64)
+    return mix64(lo) ^ hi
+
+
 def pair_key(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     """One int64 per unordered pair of node indices."""
     lo, hi = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)

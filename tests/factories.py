@@ -52,8 +52,9 @@ def view(patch: np.ndarray, t: float, rng: np.random.Generator, out: int = 64) -
 
 def fill_store(store: Store, n_videos: int = 3, tracks_per_video: int = 3, crops_per_track: int = 4,
                seed: int = 0, images_dir: Path | None = None, frames_per_video: int = 0,
-               crop_size: int = 64) -> dict:
-    """Commit ``n_videos`` videos of synthetic tracks. Returns ground truth:
+               crop_size: int = 64, commit_order: list[int] | None = None) -> dict:
+    """Commit ``n_videos`` videos of synthetic tracks (in ``commit_order`` of the videos, as
+    workers finishing in another order would). Returns ground truth:
     ``{"instance": {crop_id: instance}, "video": {crop_id: video_id}}`` where an instance is
     one patch; tracks in different videos may show the same patch (``instance`` tells)."""
     rng = np.random.default_rng(seed)
@@ -67,6 +68,7 @@ def fill_store(store: Store, n_videos: int = 3, tracks_per_video: int = 3, crops
     from sqlalchemy import select
 
     from vidmine.storage.schema import crops, videos
+    made = []
     for _ in range(n_videos):
         video = store.index.claim_video(owner, lease_s=600)
         instances = rng.choice(n_instances, size=tracks_per_video, replace=False)
@@ -85,6 +87,9 @@ def fill_store(store: Store, n_videos: int = 3, tracks_per_video: int = 3, crops
             result.frames.append(CropRecord(frame_index=10 * f, box=(0, 0, 320, 240),
                                             data=encode_image(frame), width=96, height=72,
                                             pts=10 * f / 25.0))
+        made.append((video, instances, result))
+    for video, instances, result in (made if commit_order is None else
+                                     [made[i] for i in commit_order]):
         commit_video(store.index, writer, video["id"], owner, result)
         with store.index.read() as conn:
             rows = conn.execute(select(crops.c.id, crops.c.track_id).where(

@@ -14,7 +14,9 @@ from vidmine.graph.build import build, load_graph
 from vidmine.graph.config import GraphConfig
 from vidmine.graph.embed import embed, load_embeddings
 from vidmine.graph.inspect import explain
+from vidmine.graph.pairs import crop_keys
 from vidmine.storage.schema import crops, edges, pairs, runs
+from vidmine.storage.store import StorageConfig, Store
 
 IMAGES = SHARED_DATA / "images" if (SHARED_DATA / "images").is_dir() else None
 
@@ -224,3 +226,32 @@ def test_two_level_clustering_labels_are_global(store):
     for fine in np.unique(g.fine):  # each fine cluster lies inside one coarse cluster
         assert len(np.unique(g.coarse[g.fine == fine])) == 1
     assert len(np.unique(g.fine)) > len(np.unique(g.coarse))
+
+
+@pytest.mark.parametrize("clustering", ["kmeans", "two_level"])
+def test_graph_does_not_depend_on_the_order_workers_committed_videos(tmp_path, clustering):
+    """Two mining workers interleave the crop ids of their videos differently from run to run;
+    the same videos must give the same clusters, edges and pairs (named by video and place
+    in the video, not by crop id)."""
+    cfg = GraphConfig(clustering=clustering, intra_mode="stride", k=4, coarse_k=2, fine_k=3,
+                      max_inter_per_node=2, max_pairs_per_cluster=5, val_fraction=0.3)
+    graphs = []
+    for name, order in (("in-order", None), ("interleaved", [4, 1, 5, 0, 3, 2])):
+        store = Store(StorageConfig(workdir=str(tmp_path / name)))
+        fill_store(store, n_videos=6, tracks_per_video=3, crops_per_track=4, seed=3,
+                   images_dir=IMAGES, commit_order=order)
+        embed(store, cfg, progress=False)
+        summary = build(store, cfg)
+        info = crop_table(store)
+        ids = np.array(sorted(info))
+        key = dict(zip(ids.tolist(), crop_keys(np.array([info[i][1] for i in ids]), ids).tolist()))
+        g = load_graph(store)
+        clusters = {frozenset(key[c] for c in g.node[g.fine == f].tolist()) for f in np.unique(g.fine)}
+        inter = {frozenset((key[a], key[b])) for a, b, kind in
+                 zip(g.edge_src.tolist(), g.edge_dst.tolist(), g.edge_kind) if kind == "inter"}
+        paired = {(frozenset((key[p.anchor], key[p.positive])), p.kind, p.split)
+                  for p in pair_rows(store)}
+        graphs.append((clusters, inter, paired))
+        store.close()
+    assert summary["dropped_pairs"]["cluster_cap"] > 0 and graphs[0][1]
+    assert graphs[0] == graphs[1]
