@@ -16,7 +16,7 @@ A part is refused when its settings differ from the first part's, when it mined 
 tracks or crops, or its floors scored otherwise (other data), when two parts hold one arm of
 one seed, and when two parts' untrained networks of one seed scored otherwise. Writes
 DIR/results.md, DIR/results.json and DIR/ris_top10.png, as a study does, with each part's
-command, commits and data.
+command, commits and data, and the pair quality of each part's graph where it differs.
 
 Another machine or another build of PyAV, x264 or OpenCV may render and mine slightly other
 data from the same command (docs/study.md, Protocol). ``--other-data`` merges such parts
@@ -174,7 +174,10 @@ def merge(parts: list[Path], other_data: bool = False
             "settings": settings,
             "parts": [{"dir": str(part), "command": r["command"], "commits": r["commits"],
                        "seeds": r["seeds"], "tracks": data["tracks"], "crops": data["crops"],
-                       "rendered_on": rendered_on(r)} for part, r, data in zip(parts, results, datas)]}
+                       "rendered_on": rendered_on(r),
+                       "pair_quality": {stage: r["stages"][stage].get("pair_quality") or {}
+                                        for stage in study.GRAPH_STAGES if stage in r["stages"]}}
+                      for part, r, data in zip(parts, results, datas)]}
     return args, first["preset"], state, ris, retrieval, made
 
 

@@ -505,6 +505,27 @@ def pairs_line(state: dict) -> str:
             + ", ".join(f"{k} {v}" for k, v in state[stage]["pairs"].items()) + ".")
 
 
+GRAPH_STAGES = {"graph-handcrafted": "hand-crafted descriptor", "graph-bootstrap": "bootstrap network"}
+QUALITY_COLUMNS = ("intra_pairs_one_instance", "inter_edges_one_category",
+                   "inter_edges_one_instance", "transitive_pairs_one_category")
+
+
+def pair_quality_rows(state: dict, parts: list[dict]) -> list[tuple[str, dict]]:
+    """(graph, quality) for each graph the table's networks trained on. A merged table's parts
+    each built their own graph (from a little other data with --other-data, or after a
+    bootstrap in bf16 instead of fp32), so a part whose graph scored otherwise than every
+    earlier part's gets its own row, named by its place in the list of parts."""
+    rows, seen = [], {stage: [] for stage in GRAPH_STAGES}
+    graphs = [p.get("pair_quality", {}) for p in parts] or [
+        {stage: state[stage].get("pair_quality") or {} for stage in GRAPH_STAGES if stage in state}]
+    for number, graph in enumerate(graphs, 1):
+        for stage, label in GRAPH_STAGES.items():
+            if stage in graph and graph[stage] not in seen[stage]:
+                seen[stage].append(graph[stage])
+                rows.append((label + (f" (part {number})" if number > 1 else ""), graph[stage]))
+    return rows
+
+
 def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
                   retrieval: list[dict], made: dict) -> None:
     """results.md, results.json and the chart. ``made``: the command, the commits its stages
@@ -549,15 +570,9 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
            "stats):", "", "| graph | intra pairs on one instance | inter edges on one category "
            "| inter edges on one instance | transitive pairs on one category |",
            "| --- | --- | --- | --- | --- |"]
-    for stage, label in (("graph-handcrafted", "hand-crafted descriptor"),
-                         ("graph-bootstrap", "bootstrap network")):
-        if stage not in state:
-            continue
-        q = state[stage].get("pair_quality") or {}
-        md.append(f"| {label} | " + " | ".join(
-            f"{q[k]['right']} of {q[k]['scored']}" if q.get(k) else "-" for k in (
-                "intra_pairs_one_instance", "inter_edges_one_category", "inter_edges_one_instance",
-                "transitive_pairs_one_category")) + " |")
+    md += [f"| {label} | " + " | ".join(f"{q[k]['right']} of {q[k]['scored']}" if q.get(k) else "-"
+                                        for k in QUALITY_COLUMNS) + " |"
+           for label, q in pair_quality_rows(state, made.get("parts", []))]
     for stage, (positive, meaning) in ORACLES.items():
         if stage in state:
             o = state[stage]

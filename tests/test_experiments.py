@@ -68,6 +68,15 @@ def test_study_in_parts_without_bootstrap_merged(tmp_path):
     kept.write_text((c / "results.json").read_text())
     assert merge.main([str(a), str(b), str(kept), "--out", str(tmp_path / "abk")]) == 0
     assert json.loads((tmp_path / "abk" / "results.json").read_text())["summary"] == merged["summary"]
+    assert "| hand-crafted descriptor |" in table and "(part " not in table   # one graph
+    # A part whose graph scored otherwise (e.g. a bootstrap in bf16) shows its own row.
+    results = json.loads(kept.read_text())
+    results["stages"]["graph-handcrafted"]["pair_quality"]["intra_pairs_one_instance"]["right"] -= 0.5
+    kept.write_text(json.dumps(results))
+    assert merge.main([str(a), str(b), str(kept), "--out", str(tmp_path / "abk")]) == 0
+    table = (tmp_path / "abk" / "results.md").read_text()
+    assert table.count("| hand-crafted descriptor") == 2
+    assert "| hand-crafted descriptor (part 3) |" in table
     with pytest.raises(SystemExit, match="results-gone.json does not exist"):
         merge.main([str(a), str(tmp_path / "results-gone.json"), "--out", str(tmp_path / "ag")])
 
