@@ -566,12 +566,12 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
            + pairs_line(state),
            *(["", f"Data rendered on: {environment_line(state['data']['environment'])}."]
              if "environment" in state["data"] else []),
-           "", "Pair quality against the rendered ground truth (share right; vidmine-graph "
-           "stats):", "", "| graph | intra pairs on one instance | inter edges on one category "
+           "", "Pair quality against the rendered ground truth (the share right of those scored; "
+           "vidmine-graph stats):", "", "| graph | intra pairs on one instance | inter edges on one category "
            "| inter edges on one instance | transitive pairs on one category |",
            "| --- | --- | --- | --- | --- |"]
-    md += [f"| {label} | " + " | ".join(f"{q[k]['right']} of {q[k]['scored']}" if q.get(k) else "-"
-                                        for k in QUALITY_COLUMNS) + " |"
+    md += [f"| {label} | " + " | ".join(f"{100 * q[k]['right']:.1f} % of {q[k]['scored']:,}"
+                                        if q.get(k) else "-" for k in QUALITY_COLUMNS) + " |"
            for label, q in pair_quality_rows(state, made.get("parts", []))]
     for stage, (positive, meaning) in ORACLES.items():
         if stage in state:
