@@ -118,18 +118,6 @@ def read_object_crops(store: Store) -> dict[str, np.ndarray]:
     return cols
 
 
-def in_key_order(cluster, x: np.ndarray, key: np.ndarray, *args):
-    """``cluster(x, *args)``'s labels, computed on the rows in ``key`` order and given back in
-    ``x``'s order: k-means seeds its centroids from row positions, and rows come in crop-id
-    order, which mining workers interleave differently from run to run."""
-    order = np.argsort(key, kind="stable")
-    labels = cluster(x[order], *args)
-    out = tuple(np.empty_like(a) for a in labels)
-    for dst, src in zip(out, labels):
-        dst[order] = src
-    return out
-
-
 def _labels(cfg: GraphConfig, x: np.ndarray, old: np.ndarray, new: np.ndarray,
             graph: Graph, old_rows: np.ndarray, track: np.ndarray, key: np.ndarray):
     """(coarse, fine) of every node, and mutual-kNN edges (a, b, sim) when that is the mode.
@@ -154,13 +142,16 @@ def _labels(cfg: GraphConfig, x: np.ndarray, old: np.ndarray, new: np.ndarray,
         return coarse, fine, (a, b, sim)
     if old.any():
         coarse[new], fine[new] = clustering.assign(x[old], coarse[old], fine[old], x[new])
-    elif cfg.clustering == "two_level":
-        coarse, fine = in_key_order(clustering.two_level, x, key, cfg.coarse_k, cfg.fine_k,
-                                    cfg.cluster_size, cfg.kmeans_iters, cfg.seed)
+        return coarse, fine, None
+    # k-means seeds its centroids from row positions, and rows come in crop-id order, which
+    # mining workers interleave differently from run to run: cluster in key order instead
+    order = np.argsort(key, kind="stable")
+    if cfg.clustering == "two_level":
+        coarse[order], fine[order] = clustering.two_level(
+            x[order], cfg.coarse_k, cfg.fine_k, cfg.cluster_size, cfg.kmeans_iters, cfg.seed)
     else:
         k = cfg.k or max(1, round(n / cfg.cluster_size))
-        fine, = in_key_order(lambda rows: clustering.kmeans(rows, k, cfg.kmeans_iters, cfg.seed)[:1],
-                             x, key)
+        fine[order] = clustering.kmeans(x[order], k, cfg.kmeans_iters, cfg.seed)[0]
         coarse = fine.copy()
     return coarse, fine, None
 
