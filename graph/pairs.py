@@ -101,12 +101,8 @@ def crop_keys(video: np.ndarray, crop_id: np.ndarray) -> np.ndarray:
     """A key per crop that does not depend on the order in which videos were committed: its
     video id and its place among that video's crops. One worker commits a video whole, in
     one order; several workers interleave the crop ids of their videos from run to run."""
-    video, crop_id = np.asarray(video, np.int64), np.asarray(crop_id, np.int64)
-    order = np.lexsort((crop_id, video))
-    first = np.r_[True, video[order][1:] != video[order][:-1]]
-    rank = np.empty(len(order), np.int64)
-    rank[order] = ragged_arange(np.diff(np.r_[np.flatnonzero(first), len(order)]))[1]
-    return (video << np.int64(32)) | rank
+    video = np.asarray(video, np.int64)
+    return (video << np.int64(32)) | group_rank(video, crop_id)
 
 
 def pair_hash(a: np.ndarray, b: np.ndarray) -> np.ndarray:
