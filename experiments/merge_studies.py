@@ -175,8 +175,7 @@ def merge(parts: list[Path], other_data: bool = False
             "parts": [{"dir": str(part), "command": r["command"], "commits": r["commits"],
                        "seeds": r["seeds"], "tracks": data["tracks"], "crops": data["crops"],
                        "rendered_on": rendered_on(r),
-                       "pair_quality": {stage: r["stages"][stage].get("pair_quality") or {}
-                                        for stage in study.GRAPH_STAGES if stage in r["stages"]}}
+                       "pair_quality": study.graph_quality(r["stages"])}
                       for part, r, data in zip(parts, results, datas)]}
     return args, first["preset"], state, ris, retrieval, made
 

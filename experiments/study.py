@@ -510,14 +510,19 @@ QUALITY_COLUMNS = ("intra_pairs_one_instance", "inter_edges_one_category",
                    "inter_edges_one_instance", "transitive_pairs_one_category")
 
 
+def graph_quality(stages: dict) -> dict:
+    """{graph stage: its pair quality} of one study's stages."""
+    return {stage: stages[stage].get("pair_quality") or {} for stage in GRAPH_STAGES
+            if stage in stages}
+
+
 def pair_quality_rows(state: dict, parts: list[dict]) -> list[tuple[str, dict]]:
     """(graph, quality) for each graph the table's networks trained on. A merged table's parts
     each built their own graph (from a little other data with --other-data, or after a
     bootstrap in bf16 instead of fp32), so a part whose graph scored otherwise than every
     earlier part's gets its own row, named by its place in the list of parts."""
     rows, seen = [], {stage: [] for stage in GRAPH_STAGES}
-    graphs = [p.get("pair_quality", {}) for p in parts] or [
-        {stage: state[stage].get("pair_quality") or {} for stage in GRAPH_STAGES if stage in state}]
+    graphs = [p.get("pair_quality", {}) for p in parts] or [graph_quality(state)]
     for number, graph in enumerate(graphs, 1):
         for stage, label in GRAPH_STAGES.items():
             if stage in graph and graph[stage] not in seen[stage]:
