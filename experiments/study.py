@@ -65,6 +65,10 @@ ABLATION_ARMS = {
     "triplet-transitive-nocolour": ("triplet", "transitive:1"),
     "triplet-intra-transitive-nocolour": ("triplet", "intra:1,transitive:1"),
     "moco-tracker-transitive-nocolour": ("moco", "tracker:1,transitive:1"),
+    # MoCo's own positive (another augmentation of the crop) for half the batch, transitive
+    # pairs for the other half: the 2017 paper's mix with instance discrimination as the
+    # intra-instance edge
+    "moco-none-transitive-nocolour": ("moco", "none:1,transitive:1"),
     # intra pairs are one per track (its two graph nodes); tracker pairs are every crop pair
     # of a track 5-150 frames apart, ~18x as many and as wide in viewpoint
     "triplet-tracker-transitive-nocolour": ("triplet", "tracker:1,transitive:1"),
