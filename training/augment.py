@@ -133,7 +133,8 @@ class BatchAugment:
         x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
         x = self._jitter(x, rand)
         gray = rand(n) < self.p_gray
-        x = torch.where(gray.view(n, 1, 1, 1), _gray(x).expand_as(x), x)
+        if gray.any():
+            x = torch.where(gray.view(n, 1, 1, 1), _gray(x).expand_as(x), x)
         return self._blur(x, rand)
 
     def _resized_crops(self, images, rand) -> torch.Tensor:
@@ -180,16 +181,16 @@ class BatchAugment:
         n = x.shape[0]
         on = (rand(n) < self.p_jitter).float()
         b, c, s, h = JITTER
-
-        def factor(strength):  # uniform in [1 - strength, 1 + strength], 1 when off
-            return (1 + on * strength * (2 * rand(n) - 1)).view(n, 1, 1, 1)
-
-        x = (x * factor(b)).clamp(0, 1)
-        cf = factor(c)
-        x = (cf * x + (1 - cf) * _gray(x).mean((2, 3), keepdim=True)).clamp(0, 1)
-        sf = factor(s)
-        x = (sf * x + (1 - sf) * _gray(x)).clamp(0, 1)
+        # Every draw is made, in this order, whether or not an image is jittered, so that
+        # the draws after it do not depend on the outcome.
+        bf, cf, sf = ((1 + on * strength * (2 * rand(n) - 1)).view(n, 1, 1, 1)
+                      for strength in (b, c, s))   # uniform in [1 - strength, 1 + strength]
         angle = on * h * (2 * rand(n) - 1) * 2 * math.pi
+        if not on.any():   # e.g. --no-colour-augment: the arithmetic would change nothing
+            return x
+        x = (x * bf).clamp(0, 1)
+        x = (cf * x + (1 - cf) * _gray(x).mean((2, 3), keepdim=True)).clamp(0, 1)
+        x = (sf * x + (1 - sf) * _gray(x)).clamp(0, 1)
         return torch.einsum("nij,njhw->nihw", _hue_matrix(angle), x).clamp(0, 1)
 
     def _blur(self, x, rand) -> torch.Tensor:

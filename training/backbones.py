@@ -30,31 +30,39 @@ class CheckpointError(UsageError):
 
 class SplitBatchNorm2d(nn.BatchNorm2d):
     """Batch norm whose training statistics come from ``splits`` groups of the batch, each on
-    its own, as if each group were on its own GPU (group j: samples j, j + splits, ...).
+    its own, as if each group were on its own GPU (group j: the j-th of ``splits`` equal,
+    consecutive parts of the batch; batches are drawn in random order, so a group is a random
+    subset, as the reference's interleaved groups are).
 
     MoCo in one process needs it in both encoders: with plain batch norm every key would be
     normalised together with its own query's batch, and the network can match pairs through
     those statistics instead of learning features. The parameters and running statistics
-    are those of ``nn.BatchNorm2d``, so checkpoints load into plain networks."""
+    are those of ``nn.BatchNorm2d``, so checkpoints load into plain networks.
+
+    Consecutive parts are views of the batch in any memory layout; the reference's reshape
+    of interleaved samples into channels copies a channels-last batch into the default
+    layout, and every convolution after it then ran 1.5x slower (docs/training.md)."""
 
     def __init__(self, num_features: int, splits: int = 1, **kwargs):
         super().__init__(num_features, **kwargs)
         self.splits = splits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        groups = math.gcd(self.splits, n)  # equal groups, even for an odd last batch
+        groups = math.gcd(self.splits, x.shape[0])  # equal groups, even for an odd last batch
         if not self.training or groups == 1:
             return super().forward(x)
-        mean, var = self.running_mean.repeat(groups), self.running_var.repeat(groups)
-        y = F.batch_norm(x.reshape(n // groups, groups * c, h, w), mean, var,
-                         self.weight.repeat(groups), self.bias.repeat(groups), True,
-                         self.momentum, self.eps)
+        out, means, variances = [], [], []
+        for part in x.chunk(groups):
+            mean, var = self.running_mean.clone(), self.running_var.clone()
+            out.append(F.batch_norm(part, mean, var, self.weight, self.bias, True,
+                                    self.momentum, self.eps))
+            means.append(mean)
+            variances.append(var)
         with torch.no_grad():
-            self.running_mean.copy_(mean.view(groups, c).mean(0))
-            self.running_var.copy_(var.view(groups, c).mean(0))
+            self.running_mean.copy_(torch.stack(means).mean(0))
+            self.running_var.copy_(torch.stack(variances).mean(0))
             self.num_batches_tracked.add_(1)
-        return y.reshape(n, c, h, w)
+        return torch.cat(out)
 
 
 class Trunk(nn.Module):
