@@ -290,6 +290,42 @@ def evaluate(cli: Cli, kind: str, sets: Path, checkpoints: list[str], out: Path,
     return cli("vidmine-eval", *args)
 
 
+def objective_of(stage: str) -> str:
+    """The objective a training stage trained ("train-bootstrap" or "train-<arm>-s<seed>")."""
+    return "triplet" if stage == "train-bootstrap" else ALL_ARMS[stage[6:].rsplit("-s", 1)[0]][0]
+
+
+def time_left_line(state_dir: Path, todo: list[str], p: dict,
+                   minutes_to_deadline: float | None) -> str | None:
+    """What the trainings still to run will take at the speed this folder's trainings ran
+    (an objective's own speed where measured, else the slowest): a CPU without bf16 trains
+    ~5x slower than one with AMX, so the same command may need several runs."""
+    rates: dict[str, float] = {}
+    for path in sorted(state_dir.glob("train-*.json"), key=lambda f: f.stat().st_mtime):
+        with contextlib.suppress(KeyError):  # a stage of an arm this version no longer has
+            if (rate := json.loads(path.read_text()).get("pairs_per_s") or 0) > 0:
+                rates[objective_of(path.stem)] = rate
+    if not rates or not todo:
+        return None
+    pairs = p["steps"] * p["batch_size"]
+    minutes = sum(pairs / rates.get(objective, min(rates.values())) for objective in todo) / 60
+    speeds = ", ".join(f"{o} {r:.0f}" for o, r in sorted(rates.items()))
+    line = (f"study: {len(todo)} trainings left, about {minutes:.0f} min at the pairs/s this "
+            f"machine trained at so far ({speeds})")
+    if minutes_to_deadline is not None and minutes > minutes_to_deadline:
+        line += (f"; the deadline comes in {max(0.0, minutes_to_deadline):.0f} min: run the same "
+                 "command again to go on")
+    return line
+
+
+def print_time_left(stages: Stages, trainings: list[tuple[int, str]], p: dict) -> None:
+    todo = [ALL_ARMS[arm][0] for seed, arm in trainings if not stages.done(f"train-{arm}-s{seed}")]
+    to_deadline = None if stages.deadline_s is None else (
+        stages.deadline_s - (time.perf_counter() - stages.t0)) / 60
+    if line := time_left_line(stages.dir, todo, p, to_deadline):
+        print(line, file=sys.stderr, flush=True)
+
+
 # The oracle ablations (a stage each): the positive they give, and what the arms then learn.
 ORACLES = {
     "oracle-transitive": ("a crop of another instance of the anchor's category",
@@ -579,8 +615,10 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
            "vidmine-graph stats):", "", "| graph | intra pairs on one instance | inter edges on one category "
            "| inter edges on one instance | transitive pairs on one category |",
            "| --- | --- | --- | --- | --- |"]
+    # a share is None when none of its pairs could be scored (e.g. no transitive pair at toy size)
     md += [f"| {label} | " + " | ".join(f"{100 * q[k]['right']:.1f} % of {q[k]['scored']:,}"
-                                        if q.get(k) else "-" for k in QUALITY_COLUMNS) + " |"
+                                        if q.get(k) and q[k]["right"] is not None else "-"
+                                        for k in QUALITY_COLUMNS) + " |"
            for label, q in pair_quality_rows(state, made.get("parts", []))]
     for stage, (positive, meaning) in ORACLES.items():
         if stage in state:
@@ -702,12 +740,15 @@ def run_study(args) -> Path:
     # Each seed is evaluated once its arms are trained, and the table rewritten, so a study
     # cut short still reports the seeds it finished.
     tag = "+".join(args.arms)
+    trainings = [(seed, arm) for seed in args.seeds for arm in args.arms]
     for seed in args.seeds:
         checkpoints = []
         for arm in args.arms:
             objective, positives = ALL_ARMS[arm]
             flags = ARM_FLAGS.get(arm, ()) + PAIR_FLAGS.get(arm, ())
             key, run_dir = f"train-{arm}-s{seed}", out / "runs" / f"{arm}-s{seed}"
+            if not stages.done(key):
+                print_time_left(stages, trainings, p)
             state[key] = stages.run(key, lambda r=run_dir, o=objective, ps=positives, s=seed,
                                     f=flags: train(cli, work, r, o, ps, p["steps"], s, p, f))
             checkpoints.append(state[key]["checkpoint"])

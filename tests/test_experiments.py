@@ -118,6 +118,8 @@ def test_study_smoke(tmp_path, capsys):
             "--objects-per-category", "3", "--steps", "2", "--bootstrap-steps", "2",
             "--in-process"]
     assert study.main(argv) == 0
+    # before each arm's training: what the rest will take at the bootstrap's speed
+    assert "study: 4 trainings left, about " in capsys.readouterr().err
     result = json.loads((out / "results.json").read_text())
 
     stages = result["stages"]
@@ -254,6 +256,26 @@ def test_study_smoke(tmp_path, capsys):
     assert study.main([*argv, "--arms", "moco-none"]) == 0
     table = (out / "results.md").read_text()
     assert "Pairs per source after the bootstrap: " in table and "| bootstrap network | " in table
+
+
+def test_time_left_from_the_speed_each_objective_trained_at(tmp_path):
+    study = _load(STUDY)
+    p = {"steps": 100, "batch_size": 60}   # 6,000 pairs a training
+    assert study.time_left_line(tmp_path, ["moco"], p, None) is None   # nothing measured yet
+    (tmp_path / "train-bootstrap.json").write_text(json.dumps({"pairs_per_s": 50.0}))
+    # only the triplet loss measured: MoCo is costed at its speed, 2 min a training
+    assert study.time_left_line(tmp_path, ["moco", "moco"], p, None) == (
+        "study: 2 trainings left, about 4 min at the pairs/s this machine trained at so far "
+        "(triplet 50)")
+    (tmp_path / "train-moco-none-s1.json").write_text(json.dumps({"pairs_per_s": 100.0}))
+    (tmp_path / "train-retired-arm-s1.json").write_text(json.dumps({"pairs_per_s": 1.0}))
+    (tmp_path / "train-moco-tracker-s1.json").write_text(json.dumps({"pairs_per_s": 0.0}))
+    line = study.time_left_line(tmp_path, ["moco", "moco", "triplet"], p, 3.0)
+    assert line == ("study: 3 trainings left, about 4 min at the pairs/s this machine trained "
+                    "at so far (moco 100, triplet 50); the deadline comes in 3 min: run the "
+                    "same command again to go on")
+    assert "deadline" not in study.time_left_line(tmp_path, ["moco"], p, 3.0)
+    assert study.time_left_line(tmp_path, [], p, None) is None
 
 
 def test_claims_compare_each_arm_with_plain_moco_trained_the_same_way():
