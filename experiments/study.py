@@ -39,6 +39,7 @@ import platform
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -181,8 +182,12 @@ class Cli:
         with self.log.open("a") as err:
             procs = [subprocess.Popen(self.command("vidmine-mine", argv), stdout=subprocess.DEVNULL,
                                       stderr=err, cwd=ROOT) for argv in specs]
-            if any([proc.wait() != 0 for proc in procs]):  # wait for every one of them
-                raise SystemExit(f"study: vidmine-mine synth failed; see {self.log}")
+            try:
+                if any([proc.wait() != 0 for proc in procs]):  # wait for every one of them
+                    raise SystemExit(f"study: vidmine-mine synth failed; see {self.log}")
+            finally:  # a study stopped (SIGTERM, Ctrl-C) leaves no generator behind
+                for proc in procs:
+                    proc.kill()
 
 
 class Stages:
@@ -805,5 +810,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def stop_on_sigterm(signum, frame):
+    # An exception, so that subprocess.run kills the stage it waits for: otherwise `kill` of
+    # the study leaves its training running, and a study started again shares the CPU with it.
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     sys.exit(main())

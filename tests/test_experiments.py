@@ -340,3 +340,44 @@ def test_turn_between_views():
     assert set_turns.min() == pytest.approx(25.0) and set_turns.max() == pytest.approx(180.0)
     study = _load(STUDY)
     assert set(study.PAIR_FLAGS) <= set(study.ABLATION_ARMS)
+
+
+def _processes_with(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:  # gone meanwhile
+            pass
+    return pids
+
+
+@pytest.mark.slow
+def test_a_study_stopped_by_sigterm_stops_its_training(tmp_path):
+    """`kill` of the study must not leave its training running: a study started again would
+    share the CPU with it (2 cores: several times slower)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "study"
+    study = subprocess.Popen([sys.executable, str(STUDY), "--scale", "toy", "--seeds", "0",
+                              "--arms", "moco-none", "--synth-train", "2", "--steps", "100000",
+                              "--out", str(out)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    run_dir = str(out / "runs" / "moco-none-s0")
+    try:
+        deadline = time.monotonic() + 240
+        while not any(pid != study.pid for pid in _processes_with(run_dir)):
+            assert study.poll() is None and time.monotonic() < deadline, "training never started"
+            time.sleep(0.5)
+        study.send_signal(signal.SIGTERM)
+        assert study.wait(timeout=60) == 128 + signal.SIGTERM
+        assert _processes_with(run_dir) == []
+    finally:  # a failure here must not leave a training running beside the other tests
+        study.kill()
+        for pid in _processes_with(run_dir):
+            os.kill(pid, signal.SIGKILL)
