@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +22,12 @@ from vidmine.descriptors import FLOORS
 from vidmine.errors import UsageError
 from vidmine.images import load_rgb
 from vidmine.text import safe_name, safe_text
-from vidmine.training.backbones import BACKBONES, load_backbone
+from vidmine.training.backbones import (
+    BACKBONES,
+    load_backbone,
+    read_checkpoint,
+    trained_image_size,
+)
 from vidmine.training.features import embed_images
 
 from . import probe as probes
@@ -34,7 +40,9 @@ from .ris import MIN_SET_SIZE, ris_score, scorable
 class EvalConfig:
     backbone: str = field(default="resnet18", metadata={"choices": tuple(BACKBONES),
         "help": "backbone of plain state dicts and of the untrained floor"})
-    size: int = field(default=112, metadata={"min": 16, "help": "input side in pixels"})
+    size: int | None = field(default=None, metadata={"min": 16,
+        "help": "input side in pixels (default auto: the size the checkpoints were trained "
+                "at; 112 when none says)"})
     batch_size: int = field(default=64, metadata={"above": 0, "help": "images per forward pass"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     k: list[int] = field(default_factory=lambda: [10, 25], metadata={"above": 0, "help": "Top-K of RIS"})
@@ -55,6 +63,19 @@ Extractor = Callable[[list[np.ndarray]], np.ndarray]
 
 
 TRAINER_CHECKPOINTS = ("final", "last")   # vidmine-train's file names, without .pt
+UNKNOWN_SIZE_DEFAULT = 112
+
+
+def input_size(cfg: EvalConfig, checkpoints: list[str] | None) -> int:
+    """``cfg.size``, else the one size the checkpoints were trained at: a network measured
+    at another size than it learned meets objects of a scale it never saw."""
+    if cfg.size:
+        return cfg.size
+    trained = {trained_image_size(read_checkpoint(path)) for path in checkpoints or []} - {None}
+    if len(trained) > 1:
+        raise UsageError(f"the checkpoints were trained at {sorted(trained)} px: choose the "
+                         "input size of all with --size")
+    return trained.pop() if trained else UNKNOWN_SIZE_DEFAULT
 
 
 def _models(args, cfg: EvalConfig) -> dict[str, Extractor]:
@@ -219,6 +240,7 @@ def _command(fn):
     """A command of this CLI: settings from flags and TOML, set errors as one line, --json."""
     def run(args) -> int:
         cfg = settings(args, EvalConfig, "evaluation")
+        cfg = dataclasses.replace(cfg, size=input_size(cfg, args.checkpoint))
         try:
             result = fn(args, cfg)
         except ValueError as exc:  # sets and probes name what is wrong with the data

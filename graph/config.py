@@ -23,7 +23,9 @@ class GraphConfig:
                 "(a vidmine checkpoint or a torchvision state dict)"})
     backbone: str | None = field(default=None, metadata={
         "help": "torchvision name of a plain state dict checkpoint (resnet18, resnet50, vgg16)"})
-    image_size: int = field(default=224, metadata={"min": 16, "help": "network input size in pixels"})
+    image_size: int | None = field(default=None, metadata={"min": 16,
+        "help": "network input size in pixels (default auto: the size the checkpoint was "
+                "trained at, 224 for a plain state dict)"})
     batch_size: int = field(default=128, metadata={"above": 0, "help": "crops per embedding batch"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when present), cpu, cuda"})
     # clustering

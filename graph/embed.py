@@ -35,14 +35,24 @@ class NetworkEmbedder:
     """L2-normalised pooled features of a trunk loaded from a checkpoint (a dot product is
     then a cosine similarity, as for the hand-crafted descriptor)."""
 
-    def __init__(self, checkpoint: str, backbone: str | None, image_size: int, device: str):
-        from vidmine.training.backbones import load_backbone
+    def __init__(self, checkpoint: str, backbone: str | None, image_size: int | None,
+                 device: str):
+        from vidmine.training.backbones import (
+            read_checkpoint,
+            trained_image_size,
+            trunk_from_checkpoint,
+        )
         try:
-            self.trunk = load_backbone(checkpoint, backbone)
+            ckpt = read_checkpoint(checkpoint)
+            self.trunk = trunk_from_checkpoint(ckpt, checkpoint, backbone)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
-        self.image_size, self.device = image_size, device
-        self.name = self.trunk.name
+        # A network sees crops best at the size it was trained at (a 32 px network fed 224 px
+        # crops meets objects 7x larger than any it learned, and costs 49x the compute).
+        self.image_size = image_size or trained_image_size(ckpt) or 224
+        self.device = device
+        # The size is part of the model: sets at two sizes never join (load_embeddings).
+        self.name = f"{self.trunk.name}@{self.image_size}px"
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
         from vidmine.training.features import embed_images
@@ -58,15 +68,15 @@ def checkpoint_of(cfg: GraphConfig) -> str | None:
 
 
 def make_embedder(cfg: GraphConfig):
-    """(function images -> vectors, model name, checkpoint path or None)."""
+    """(function images -> vectors, model name, checkpoint path or None, input size or None)."""
     if cfg.embedding_model == HANDCRAFTED:
-        return handcrafted_descriptor, HANDCRAFTED, None
+        return handcrafted_descriptor, HANDCRAFTED, None, None
     path = Path(checkpoint_of(cfg))
     if not path.is_file():
         raise UsageError(f"embedding model is neither 'handcrafted' nor a checkpoint file: "
                          f"{cfg.embedding_model}")
     net = NetworkEmbedder(str(path), cfg.backbone, cfg.image_size, cfg.device)
-    return net, net.name, str(path)
+    return net, net.name, str(path), net.image_size
 
 
 @dataclass
@@ -132,7 +142,7 @@ def embed(store: Store, cfg: GraphConfig, everything: bool = False,
                                         dtypes={"id": np.int64, "shard": object, "key": object})
     if len(rows["id"]) == 0:
         raise UsageError("the index has no object crops yet (mine some videos first)")
-    embedder, model, checkpoint = make_embedder(cfg)
+    embedder, model, checkpoint, image_size = make_embedder(cfg)
     todo = np.ones(len(rows["id"]), bool)
     if not everything:
         known = load_embeddings(store, model, checkpoint)
@@ -140,7 +150,8 @@ def embed(store: Store, cfg: GraphConfig, everything: bool = False,
             todo = known.rows_of(rows["id"]) < 0
     ids = rows["id"][todo]
     refs = list(zip(rows["shard"][todo], rows["key"][todo]))
-    config = to_dict(cfg) | {"model": model, "checkpoint": checkpoint, "everything": everything}
+    config = to_dict(cfg) | {"model": model, "checkpoint": checkpoint, "image_size": image_size,
+                             "everything": everything}
     with store.index.run("embed", config) as run:
         t0 = time.perf_counter()
         chunks = []
@@ -152,6 +163,7 @@ def embed(store: Store, cfg: GraphConfig, everything: bool = False,
                                     zip(blobs, ids[start:start + cfg.batch_size])]))
         seconds = time.perf_counter() - t0
         summary = {"run_id": run.id, "model": model, "checkpoint": checkpoint,
+                   **({"image_size": image_size} if image_size else {}),
                    "embedded": len(ids), "already_embedded": int((~todo).sum()),
                    "seconds": round(seconds, 3),
                    "crops_per_s": round(len(ids) / seconds, 1) if seconds > 0 and len(ids) else None}

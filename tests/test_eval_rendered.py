@@ -6,13 +6,17 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from vidmine.descriptors import FLOORS, colour_histogram, raw_pixels
+from vidmine.errors import UsageError
+from vidmine.evaluation.cli import EvalConfig, input_size
 from vidmine.evaluation.cli import main as eval_main
 from vidmine.evaluation.retrieval import retrieval_metrics
 from vidmine.evaluation.sets import rendered, rendered_retrieval
 from vidmine.mining.cli import main as mine_main
 from vidmine.mining.render import CATEGORIES
+from vidmine.training.backbones import Trunk, save_backbone
 
 
 @pytest.fixture(scope="module")
@@ -76,18 +80,38 @@ def test_retrieval_leaves_the_querys_own_group_out():
     assert retrieval_metrics(scrambled, labels)["recall@1"] > 0.5   # without groups it would
 
 
+def test_input_size_is_the_one_the_checkpoints_were_trained_at(tmp_path):
+    def checkpoint(name, size):
+        path = tmp_path / f"{name}.pt"
+        if size is None:  # a plain torchvision state dict says nothing of its training
+            torch.save(Trunk("resnet18").net.state_dict(), path)
+        else:
+            save_backbone(path, Trunk("resnet18"), config={"image_size": size})
+        return str(path)
+    at32, at48, plain = checkpoint("a", 32), checkpoint("b", 48), checkpoint("c", None)
+    assert input_size(EvalConfig(), [at32]) == 32
+    assert input_size(EvalConfig(), [at32, plain]) == 32
+    assert input_size(EvalConfig(), [plain]) == input_size(EvalConfig(), None) == 112
+    assert input_size(EvalConfig(size=64), [at32, at48]) == 64
+    with pytest.raises(UsageError, match=r"trained at \[32, 48\] px.*--size"):
+        input_size(EvalConfig(), [at32, at48])
+
+
 @pytest.mark.slow
 def test_eval_reports_floors_beside_the_networks(sets_dir, tmp_path, capsys):
-    args = ["--size", "32", "--batch-size", "64", "--workdir", str(tmp_path / "w"), "--json"]
+    trained_at_32 = tmp_path / "net.pt"
+    save_backbone(trained_at_32, Trunk("resnet18"), config={"image_size": 32})
+    args = ["--batch-size", "64", "--workdir", str(tmp_path / "w"), "--json"]
     assert eval_main(["ris", "--sets", f"rendered:{sets_dir}", "--out", str(tmp_path / "r"),
-                      *args]) == 0
+                      "--checkpoint", str(trained_at_32), *args]) == 0
     ris = json.loads(capsys.readouterr().out)
+    assert ris["config"]["size"] == 32   # the size its one checkpoint was trained at
     models = {r["model"] for r in ris["results"]}
-    assert models == {"untrained resnet18", "colour-histogram (floor)", "raw-pixels (floor)",
-                      "handcrafted (floor)"}
+    assert models == {"net", "untrained resnet18", "colour-histogram (floor)",
+                      "raw-pixels (floor)", "handcrafted (floor)"}
     assert all(0 <= r["top10"] <= 100 for r in ris["results"])
     assert eval_main(["retrieval", "--data", str(sets_dir), "--out", str(tmp_path / "q"),
-                      *args]) == 0
+                      "--size", "32", *args]) == 0
     ret = json.loads(capsys.readouterr().out)
     assert ret["objects"] == 12 and len(ret["results"]) == 4
     colour = next(r for r in ret["results"] if r["model"].startswith("colour"))

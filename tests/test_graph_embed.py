@@ -52,7 +52,7 @@ def test_network_embedding_from_a_saved_checkpoint(sqlite_store, tmp_path):
     save_backbone(ckpt, trunk, epoch=3)
     cfg = GraphConfig(embedding_model=str(ckpt), image_size=64, batch_size=5, device="auto")
     summary = embed(sqlite_store, cfg, progress=False)
-    assert summary["embedded"] == 12 and summary["dim"] == 512 and summary["model"] == "resnet18"
+    assert summary["embedded"] == 12 and summary["dim"] == 512 and summary["model"] == "resnet18@64px"
     emb = load_embeddings(sqlite_store)
     assert emb.checkpoint == str(ckpt.resolve()) and emb.vectors.shape == (12, 512)
     # the same crops through the trunk by hand give the same vectors
@@ -65,8 +65,28 @@ def test_network_embedding_from_a_saved_checkpoint(sqlite_store, tmp_path):
     with sqlite_store.index.read() as conn:
         row = conn.execute(select(embedding_sets)).one()
         kind = conn.execute(select(runs.c.kind).where(runs.c.id == row.run_id)).scalar_one()
-    assert (row.model, row.dim, row.count, kind) == ("resnet18", 512, 12, "embed")
+    assert (row.model, row.dim, row.count, kind) == ("resnet18@64px", 512, 12, "embed")
     assert (sqlite_store.root / row.path).is_file()
+
+
+def test_network_embeds_at_the_size_it_was_trained_at(sqlite_store, tmp_path):
+    fill_store(sqlite_store, n_videos=1, tracks_per_video=2, crops_per_track=2, seed=3,
+               images_dir=IMAGES)
+    ckpt = tmp_path / "trained.pt"
+    save_backbone(ckpt, Trunk("resnet18"), config={"image_size": 48})
+    summary = embed(sqlite_store, GraphConfig(embedding_model=str(ckpt)), progress=False)
+    assert (summary["model"], summary["image_size"], summary["embedded"]) == \
+        ("resnet18@48px", 48, 4)
+    # another size is another model: its vectors never join the 48 px ones
+    other = embed(sqlite_store, GraphConfig(embedding_model=str(ckpt), image_size=32),
+                  progress=False)
+    assert (other["model"], other["embedded"]) == ("resnet18@32px", 4)
+    emb = load_embeddings(sqlite_store, checkpoint=str(ckpt.resolve()))
+    assert emb.model == "resnet18@32px" and len(emb.set_ids) == 1
+    plain = tmp_path / "plain.pt"  # no training record: the ImageNet size
+    torch.save(Trunk("resnet18").net.state_dict(), plain)
+    assert embed(sqlite_store, GraphConfig(embedding_model=str(plain), backbone="resnet18"),
+                 progress=False)["image_size"] == 224
 
 
 def test_plain_state_dict_needs_its_backbone_name(sqlite_store, tmp_path):

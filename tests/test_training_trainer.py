@@ -17,7 +17,7 @@ import torch
 from tests.test_training_fixtures import SMALL, open_train_store
 from vidmine.device import cpu_has_bf16, rank_device
 from vidmine.errors import UsageError
-from vidmine.training.backbones import load_backbone
+from vidmine.training.backbones import CheckpointError, Trunk, load_backbone, save_backbone
 from vidmine.training.cli import main
 from vidmine.training.config import TrainConfig
 from vidmine.training.models import NO_OWNER
@@ -91,6 +91,31 @@ def test_resume_is_exact(train_store, tmp_path, objective, workers, exclude):
         videos = set(straight.data.table.video.tolist())
         owners = set(straight.net.queue_owner.tolist()) - {NO_OWNER}
         assert owners and owners <= videos
+
+
+@pytest.mark.parametrize("objective", ["triplet", "moco"])
+def test_init_starts_the_trunk_from_a_checkpoint(train_store, tmp_path, objective):
+    store, _ = train_store
+    start = Trunk("resnet18")
+    torch.nn.init.normal_(start.net.conv1.weight)  # weights no fresh network is drawn with
+    save_backbone(tmp_path / "first.pt", start)
+    cfg = TrainConfig(**{**SMALL, "objective": objective, "positives": "intra:1", "steps": 1,
+                         "init": str(tmp_path / "first.pt"), "device": "cpu", "amp": False})
+    trainer = Trainer(cfg, store, tmp_path / "out")
+    encoders = [trainer.net.trunk]
+    if objective == "moco":  # the key encoder starts as the query encoder
+        encoders.append(trainer.net.encoder_k[0])
+    for trunk in encoders:
+        for name, value in start.state_dict().items():
+            assert torch.equal(trunk.state_dict()[name], value), name
+    trainer.fit(progress=False)  # and it trains on from there
+    assert not torch.equal(load_backbone(tmp_path / "out" / "final.pt").net.conv1.weight,
+                           start.net.conv1.weight)
+
+    save_backbone(tmp_path / "vgg.pt", Trunk("vgg16"))
+    with pytest.raises(CheckpointError, match="holds a vgg16, not the resnet18"):
+        Trainer(TrainConfig(**{**cfg.__dict__, "init": str(tmp_path / "vgg.pt")}), store,
+                tmp_path / "out2")
 
 
 def _cli_args(workdir: Path, *extra: str) -> list[str]:

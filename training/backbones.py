@@ -103,7 +103,11 @@ def load_backbone(path: str | Path | None, name: str | None = None,
     untrained network (``name`` required), the floor every evaluation compares against."""
     if path is None:
         return Trunk(name or "resnet18")
-    ckpt = read_checkpoint(path, map_location)
+    return trunk_from_checkpoint(read_checkpoint(path, map_location), path, name)
+
+
+def trunk_from_checkpoint(ckpt: dict, path: str | Path, name: str | None = None) -> Trunk:
+    """The trunk in ``ckpt``, a dict :func:`read_checkpoint` read from ``path``."""
     if ckpt.get("format") == FORMAT:
         if ckpt.get("backbone") not in BACKBONES:
             raise CheckpointError(f"{path} names an unknown backbone {ckpt.get('backbone')!r}")
@@ -125,6 +129,14 @@ def load_backbone(path: str | Path | None, name: str | None = None,
         raise CheckpointError(f"{path} does not fit {name}: missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]}")
     return trunk
+
+
+def trained_image_size(ckpt: dict) -> int | None:
+    """The input size the checkpoint's network was trained at; None when it does not say
+    (a plain state dict, or a checkpoint saved outside the trainer)."""
+    config = ckpt.get("config")
+    size = config.get("image_size") if isinstance(config, dict) else None
+    return size if type(size) is int and size > 0 else None
 
 
 def _first_line(exc: BaseException) -> str:

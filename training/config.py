@@ -26,6 +26,10 @@ class TrainConfig:
                 + ", ".join(SOURCES)})
     backbone: str = field(default="resnet18", metadata={"choices": tuple(BACKBONES),
         "help": "resnet18, resnet50 or vgg16"})
+    init: str | None = field(default=None, metadata={
+        "help": "start the trunk from this checkpoint (a vidmine checkpoint or a torchvision "
+                "state dict of --backbone) instead of random weights, e.g. the bootstrap "
+                "round from the network of the first"})
     image_size: int = field(default=112, metadata={"min": 16, "help": "side of the square training images"})
     batch_size: int = field(default=64, metadata={"above": 0, "help": "pairs per step and process"})
     steps: int = field(default=2000, metadata={"above": 0, "help": "optimizer steps in all"})

@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Trunk
+from .backbones import CheckpointError, Trunk, load_backbone
 from .losses import forbidden_negatives, info_nce, shares_owner, triplet_loss
 
 
@@ -161,6 +161,17 @@ def bn_splits(cfg, world: int = 1) -> int:
     if world > 1:
         return 1
     return cfg.bn_splits or max(2, cfg.batch_size // 32)
+
+
+def start_from(model: nn.Module, path: str, backbone: str) -> None:
+    """Copy the trunk of the checkpoint at ``path`` into ``model`` (into both MoCo encoders:
+    the key encoder starts as the query encoder does); the heads stay random."""
+    trunk = load_backbone(path, backbone)
+    if trunk.name != backbone:
+        raise CheckpointError(f"{path} holds a {trunk.name}, not the {backbone} being trained")
+    model.trunk.net.load_state_dict(trunk.net.state_dict())
+    if isinstance(model, MoCo):
+        model.encoder_k.load_state_dict(model.encoder_q.state_dict())
 
 
 def build_model(cfg, momentum: float = 0.999, queue: int = 65536, splits: int = 1) -> nn.Module:

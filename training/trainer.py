@@ -39,7 +39,7 @@ from .augment import BatchAugment, CpuAugment, keep_decoded, normalize, upload_i
 from .backbones import CheckpointError, read_checkpoint, save_backbone
 from .config import TrainConfig
 from .data import MixBatchSampler, PairDataset, batch_seed, load_pair_data
-from .models import bn_splits, build_model, moco_schedule
+from .models import bn_splits, build_model, moco_schedule, start_from
 
 META = ("a_group", "p_group", "a_video", "p_video", "a_cluster", "p_cluster")
 
@@ -100,7 +100,10 @@ class Trainer:
         saved = read_checkpoint(last, self.device) if resume else None
         self.moco = self._moco_settings(saved)
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg, **self.moco).to(self.device)
+        model = build_model(cfg, **self.moco)
+        if cfg.init and saved is None:  # a resumed run's weights come from its checkpoint
+            start_from(model, cfg.init, cfg.backbone)
+        model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.net = model
