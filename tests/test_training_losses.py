@@ -193,6 +193,54 @@ def test_split_batch_norm_keeps_a_channels_last_batch_channels_last():
     assert torch.allclose(out, SplitBatchNorm2d(16, splits=2)(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (3, 2, 1), (7, 2, 3), (5, 2, 2),
+                                                     (3, 3, 1), (3, 1, 0)])
+def test_tap_cropped_convolution_equals_the_whole_one(kernel, stride, padding):
+    from vidmine.training.backbones import TapCroppedConv2d, _taps_in_use
+    torch.manual_seed(0)
+    cropped_somewhere = False
+    for height, width in [(1, 1), (2, 2), (1, 3), (3, 2), (4, 4), (7, 5), (9, 9)]:
+        if min(height, width) + 2 * padding < kernel:
+            continue
+        whole = torch.nn.Conv2d(4, 6, kernel, stride, padding)
+        cropped = TapCroppedConv2d(4, 6, kernel, stride, padding)
+        cropped.load_state_dict(whole.state_dict())
+        x = torch.randn(3, 4, height, width, requires_grad=True)
+        y = x.detach().clone().requires_grad_()
+        out_whole, out_cropped = whole(x), cropped(y)
+        assert out_cropped.shape == out_whole.shape
+        assert torch.allclose(out_cropped, out_whole, atol=1e-5)
+        grad = torch.randn_like(out_whole)
+        out_whole.backward(grad)
+        out_cropped.backward(grad)
+        for a, b in [(x.grad, y.grad), (whole.weight.grad, cropped.weight.grad),
+                     (whole.bias.grad, cropped.bias.grad)]:
+            assert torch.allclose(a, b, atol=1e-5)
+        cropped_somewhere |= _taps_in_use(height, kernel, stride, padding) is not None
+    assert cropped_somewhere or padding == 0   # the test reaches the cropped path
+
+
+def test_trunk_at_32_px_equals_the_plain_torchvision_network():
+    """Its last stage runs on 1x1 maps, where the cropped 3x3 convolutions are 1x1 ones."""
+    import torchvision
+
+    from vidmine.training.backbones import TapCroppedConv2d, Trunk
+    torch.manual_seed(0)
+    trunk = Trunk("resnet18")
+    assert isinstance(trunk.net.layer4[1].conv2, TapCroppedConv2d)
+    plain = torchvision.models.resnet18(weights=None)
+    plain.fc = torch.nn.Identity()
+    plain.load_state_dict(trunk.net.state_dict())
+    x, weights = torch.randn(8, 3, 32, 32), torch.randn(8, 512)
+    out, ref = trunk(x), plain(x)
+    assert torch.allclose(out, ref, atol=1e-4)
+    (out * weights).sum().backward()
+    (ref * weights).sum().backward()
+    for (name, a), b in zip(trunk.net.named_parameters(), plain.parameters()):
+        # float rounding only (~1e-6); batch norm makes some gradients near zero elementwise
+        assert (a.grad - b.grad).norm() <= 1e-4 * b.grad.norm(), name
+
+
 def test_moco_keys_never_share_batch_norm_groups_with_their_queries():
     """In one process both encoders normalise in groups and keys are shuffled first: the
     samples a key is normalised with are not the samples its query is normalised with."""

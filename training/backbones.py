@@ -9,7 +9,7 @@ given the backbone name.
 from __future__ import annotations
 
 import math
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import torch
@@ -65,6 +65,43 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         return torch.cat(out)
 
 
+@cache
+def _taps_in_use(size: int, kernel: int, stride: int, padding: int) -> tuple[int, int] | None:
+    """(first, last + 1) of the kernel taps along one axis that meet the input somewhere
+    (the others multiply zero padding only), or None when every tap does."""
+    out = (size + 2 * padding - kernel) // stride + 1
+    # tap i reads input rows o * stride - padding + i for o in [0, out)
+    used = [i for i in range(kernel)
+            if max(0, -((i - padding) // stride)) <= min(out - 1, (size - 1 + padding - i) // stride)]
+    if not used or (used[0], used[-1] + 1) == (0, kernel):
+        return None
+    first, end = used[0], used[-1] + 1
+    if (size + 2 * (padding - first) - (end - first)) // stride + 1 != out:
+        return None  # the cropped kernel would need uneven padding: keep the whole one
+    return first, end
+
+
+class TapCroppedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` without the kernel taps that, at this input size, only ever meet zero
+    padding. At 32 px a ResNet's last stage works on 1x1 maps, where a 3x3 convolution is a
+    1x1 one; oneDNN's fp32 CPU kernels took 105 ms for the forward and backward of the 3x3 form
+    (batch 128, 512 channels) against 9 ms for the cropped one (docs/training.md). Exact: the
+    taps left out multiply zeros, so they add nothing and their gradient is zero either way.
+    The parameters are ``nn.Conv2d``'s: checkpoints load into plain networks."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding_mode != "zeros" or isinstance(self.padding, str) or self.groups != 1 \
+                or self.dilation != (1, 1):
+            return super().forward(x)
+        rows = _taps_in_use(x.shape[-2], self.kernel_size[0], self.stride[0], self.padding[0])
+        cols = _taps_in_use(x.shape[-1], self.kernel_size[1], self.stride[1], self.padding[1])
+        if rows is None and cols is None:
+            return super().forward(x)
+        (r0, r1), (c0, c1) = rows or (0, self.kernel_size[0]), cols or (0, self.kernel_size[1])
+        return F.conv2d(x, self.weight[:, :, r0:r1, c0:c1], self.bias, self.stride,
+                        (self.padding[0] - r0, self.padding[1] - c0))
+
+
 class Trunk(nn.Module):
     """A torchvision network cut before its classifier: images -> pooled features. With
     ``bn_splits`` > 1 (ResNets) batch norm uses :class:`SplitBatchNorm2d`."""
@@ -77,6 +114,9 @@ class Trunk(nn.Module):
         norm = {"norm_layer": partial(SplitBatchNorm2d, splits=bn_splits)} \
             if bn_splits > 1 and name.startswith("resnet") else {}
         net = getattr(torchvision.models, name)(weights=None, **norm)
+        for module in net.modules():
+            if type(module) is nn.Conv2d and max(module.kernel_size) > 1:
+                module.__class__ = TapCroppedConv2d
         if name.startswith("resnet"):
             net.fc = nn.Identity()
         else:  # vgg16: keep fc6/fc7 (4096-d, as the 2015/2017 papers used), drop fc8
