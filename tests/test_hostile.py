@@ -322,6 +322,32 @@ def test_bad_checkpoints_and_ids_are_one_line_errors(filled, tmp_path, capsys):
     _one_line_error(capsys.readouterr().err)
 
 
+def test_a_checkpoint_that_holds_code_is_refused_without_running_it(filled, tmp_path, capsys):
+    import torch
+    work, _ = filled
+    ran = tmp_path / "the-code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {ran}",)
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"format": "vidmine-backbone-v1", "backbone": "resnet18", "extra": Payload()},
+               hostile)
+    junk, zeros = tmp_path / "junk.pt", tmp_path / "zeros.pt"
+    junk.write_bytes(bytes(range(256)) * 4)
+    zeros.write_bytes(bytes(1000))
+    for path, words in [(hostile, ("of tensors only", "posix.system", "never runs code")),
+                        (junk, ("of tensors only", "Unsupported operand", "never runs code")),
+                        (zeros, ("not a loadable PyTorch checkpoint", "legacy .tar format"))]:
+        capsys.readouterr()
+        assert train_main(["train", "--workdir", str(work), "--out", str(tmp_path / "t"),
+                           "--positives", "intra", "--init", str(path), *TINY_TRAIN]) == 2
+        err = capsys.readouterr().err
+        _one_line_error(err, path.name, *words)
+        assert "False" not in err   # torch's advice to load it unsafely is left out
+    assert not ran.exists()
+
+
 def test_a_read_only_store_answers_the_commands_that_only_read(filled, tmp_path, capsys):
     work, store = filled
     store.close()

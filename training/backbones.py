@@ -9,6 +9,7 @@ given the backbone name.
 from __future__ import annotations
 
 import math
+import pickle
 from functools import cache, partial
 from pathlib import Path
 
@@ -184,6 +185,16 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
+def _torch_reason(exc: BaseException) -> str:
+    # torch's messages advise loading with weights_only=False, which would run whatever the
+    # file holds; keep only the words that name what it met.
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(exc).splitlines()
+             if line.strip() and not line.strip().startswith(boilerplate)]
+    text = lines[0] if lines else type(exc).__name__
+    return text.split(" In PyTorch 2.6")[0].split(" This is an internal")[0][:200]
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """The dict saved in a checkpoint file, tensors only (``weights_only``: a pickled
     program in a hostile file never runs), or one-line :class:`CheckpointError`."""
@@ -192,9 +203,13 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:  # a pickle of more than tensors, or not a pickle
+        raise CheckpointError(f"{path} is not a checkpoint of tensors only "
+                              f"({_torch_reason(exc)}); vidmine never runs code from a "
+                              "checkpoint") from exc
     except Exception as exc:  # torch raises many types for a truncated or foreign file
         raise CheckpointError(f"{path} is not a loadable PyTorch checkpoint (truncated, or "
-                              f"not one: {_first_line(exc)})") from exc
+                              f"not one: {_torch_reason(exc)})") from exc
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path} holds no state dict")
     return ckpt
