@@ -27,6 +27,7 @@ from vidmine.training.backbones import (
     load_backbone,
     read_checkpoint,
     trained_image_size,
+    trunk_from_checkpoint,
 )
 from vidmine.training.features import embed_images
 
@@ -66,25 +67,24 @@ TRAINER_CHECKPOINTS = ("final", "last")   # vidmine-train's file names, without 
 UNKNOWN_SIZE_DEFAULT = 112
 
 
-def input_size(cfg: EvalConfig, checkpoints: list[str] | None) -> int:
-    """``cfg.size``, else the one size the checkpoints were trained at: a network measured
-    at another size than it learned meets objects of a scale it never saw."""
+def input_size(cfg: EvalConfig, trained_sizes: list[int | None]) -> int:
+    """``cfg.size``, else the one size the checkpoints were trained at (``trained_sizes``,
+    None where one does not say): a network measured at another size than it learned meets
+    objects of a scale it never saw."""
     if cfg.size:
         return cfg.size
-    trained = {trained_image_size(read_checkpoint(path)) for path in checkpoints or []} - {None}
+    trained = set(trained_sizes) - {None}
     if len(trained) > 1:
         raise UsageError(f"the checkpoints were trained at {sorted(trained)} px: choose the "
                          "input size of all with --size")
     return trained.pop() if trained else UNKNOWN_SIZE_DEFAULT
 
 
-def _models(args, cfg: EvalConfig) -> dict[str, Extractor]:
+def _models(args, cfg: EvalConfig) -> tuple[dict[str, Extractor], EvalConfig]:
     """Name -> features of a list of RGB images: every checkpoint, then the floors that
-    learn nothing (an untrained network, the descriptors of ``cfg.floors``)."""
-    def network(trunk) -> Extractor:
-        return lambda images: embed_images(trunk, images, cfg.size, cfg.batch_size, cfg.device,
-                                           progress=not args.json)
-    models: dict[str, Extractor] = {}
+    learn nothing (an untrained network, the descriptors of ``cfg.floors``); and ``cfg``
+    with its input size resolved (:func:`input_size`). Each checkpoint is read once."""
+    trunks, trained_sizes = {}, []
     paths = [Path(p) for p in args.checkpoint or []]
     stems = [p.stem for p in paths]
     for path in paths:
@@ -92,15 +92,23 @@ def _models(args, cfg: EvalConfig) -> dict[str, Extractor]:
         # compared side by side: name those, and any name given twice, by their run folder.
         named_by_run = path.stem in TRAINER_CHECKPOINTS or stems.count(path.stem) > 1
         name = f"{path.parent.name}/{path.stem}" if named_by_run else path.stem
-        models[name] = network(load_backbone(path, cfg.backbone))
+        ckpt = read_checkpoint(path)
+        trained_sizes.append(trained_image_size(ckpt))
+        trunks[name] = trunk_from_checkpoint(ckpt, path, cfg.backbone)
+    cfg = dataclasses.replace(cfg, size=input_size(cfg, trained_sizes))
     if cfg.untrained:
         torch.manual_seed(cfg.seed)
-        models[f"untrained {cfg.backbone}"] = network(load_backbone(None, cfg.backbone))
+        trunks[f"untrained {cfg.backbone}"] = load_backbone(None, cfg.backbone)
+
+    def network(trunk) -> Extractor:
+        return lambda images: embed_images(trunk, images, cfg.size, cfg.batch_size, cfg.device,
+                                           progress=not args.json)
+    models: dict[str, Extractor] = {name: network(trunk) for name, trunk in trunks.items()}
     for floor in cfg.floors:   # names checked by EvalConfig's choices
         models[f"{floor} (floor)"] = FLOORS[floor]
     if not models:
         raise UsageError("nothing to evaluate: give --checkpoint or keep the floors")
-    return models
+    return models, cfg
 
 
 def _invariance_sets(args, cfg: EvalConfig) -> list[sets.InvarianceSets]:
@@ -145,7 +153,7 @@ def _print_report(table: str, out: Path, charts: list) -> None:
 
 
 def cmd_ris(args, cfg: EvalConfig) -> dict:
-    models = _models(args, cfg)
+    models, cfg = _models(args, cfg)
     rows, charts = [], {f"top{k}": {} for k in cfg.k}
     for inv in _invariance_sets(args, cfg):
         if not scorable(inv.set_ids):
@@ -193,7 +201,7 @@ def _retrieval_data(args, cfg: EvalConfig):
 
 
 def cmd_retrieval(args, cfg: EvalConfig) -> dict:
-    models = _models(args, cfg)
+    models, cfg = _models(args, cfg)
     images, labels, groups, title = _retrieval_data(args, cfg)
     rows = [{"model": name, **retrieval_metrics(features(images), labels, groups=groups)}
             for name, features in models.items()]
@@ -212,7 +220,7 @@ def cmd_retrieval(args, cfg: EvalConfig) -> dict:
 
 def cmd_probe(args, cfg: EvalConfig) -> dict:
     data = probes.load_splits(args.data)
-    models = _models(args, cfg)
+    models, cfg = _models(args, cfg)
     rows = []
     for name, trunk in models.items():
         tr = trunk([load_rgb(p) for p in data["train"][0]])
@@ -240,7 +248,6 @@ def _command(fn):
     """A command of this CLI: settings from flags and TOML, set errors as one line, --json."""
     def run(args) -> int:
         cfg = settings(args, EvalConfig, "evaluation")
-        cfg = dataclasses.replace(cfg, size=input_size(cfg, args.checkpoint))
         try:
             result = fn(args, cfg)
         except ValueError as exc:  # sets and probes name what is wrong with the data

@@ -16,7 +16,12 @@ from vidmine.evaluation.retrieval import retrieval_metrics
 from vidmine.evaluation.sets import rendered, rendered_retrieval
 from vidmine.mining.cli import main as mine_main
 from vidmine.mining.render import CATEGORIES
-from vidmine.training.backbones import Trunk, save_backbone
+from vidmine.training.backbones import (
+    Trunk,
+    read_checkpoint,
+    save_backbone,
+    trained_image_size,
+)
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +92,11 @@ def test_input_size_is_the_one_the_checkpoints_were_trained_at(tmp_path):
             torch.save(Trunk("resnet18").net.state_dict(), path)
         else:
             save_backbone(path, Trunk("resnet18"), config={"image_size": size})
-        return str(path)
+        return trained_image_size(read_checkpoint(path))
     at32, at48, plain = checkpoint("a", 32), checkpoint("b", 48), checkpoint("c", None)
     assert input_size(EvalConfig(), [at32]) == 32
     assert input_size(EvalConfig(), [at32, plain]) == 32
-    assert input_size(EvalConfig(), [plain]) == input_size(EvalConfig(), None) == 112
+    assert input_size(EvalConfig(), [plain]) == input_size(EvalConfig(), []) == 112
     assert input_size(EvalConfig(size=64), [at32, at48]) == 64
     with pytest.raises(UsageError, match=r"trained at \[32, 48\] px.*--size"):
         input_size(EvalConfig(), [at32, at48])

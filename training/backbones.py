@@ -181,13 +181,8 @@ def trained_image_size(ckpt: dict) -> int | None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
-
-
-def _torch_reason(exc: BaseException) -> str:
-    # torch's messages advise loading with weights_only=False, which would run whatever the
-    # file holds; keep only the words that name what it met.
+    # torch's load errors advise loading with weights_only=False, which would run whatever
+    # the file holds; keep only the words that name what it met.
     boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
     lines = [line.strip() for line in str(exc).splitlines()
              if line.strip() and not line.strip().startswith(boilerplate)]
@@ -205,11 +200,11 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:  # a pickle of more than tensors, or not a pickle
         raise CheckpointError(f"{path} is not a checkpoint of tensors only "
-                              f"({_torch_reason(exc)}); vidmine never runs code from a "
+                              f"({_first_line(exc)}); vidmine never runs code from a "
                               "checkpoint") from exc
     except Exception as exc:  # torch raises many types for a truncated or foreign file
         raise CheckpointError(f"{path} is not a loadable PyTorch checkpoint (truncated, or "
-                              f"not one: {_torch_reason(exc)})") from exc
+                              f"not one: {_first_line(exc)})") from exc
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path} holds no state dict")
     return ckpt
