@@ -29,7 +29,7 @@ from vidmine.storage.store import Store
 
 from . import cluster as clustering
 from .config import GraphConfig
-from .embed import HANDCRAFTED, checkpoint_of, embed, load_embeddings
+from .embed import HANDCRAFTED, Embeddings, checkpoint_of, embed, load_embeddings
 from .pairs import (
     INTRA,
     cap_degree,
@@ -157,15 +157,21 @@ def _labels(cfg: GraphConfig, x: np.ndarray, old: np.ndarray, new: np.ndarray,
 
 
 def embeddings_for(store: Store, cfg: GraphConfig, nodes: np.ndarray, progress: bool = False):
-    """Embeddings covering every node. A checkpoint given as ``cfg.embedding_model``: its
-    sets. Otherwise the newest sets (of whatever model), or, on a store never embedded, the
-    hand-crafted descriptor's. Crops the chosen sets lack are embedded first with their model."""
-    checkpoint = checkpoint_of(cfg)
-    emb = load_embeddings(store, checkpoint=checkpoint)
+    """Embeddings covering every node. A model named by ``cfg.embedding_model`` (a checkpoint,
+    or 'handcrafted'): its sets. None: the newest sets (of whatever model), or, on a store never
+    embedded, the hand-crafted descriptor's. Crops the chosen sets lack are embedded first with
+    their model."""
+    def chosen() -> Embeddings | None:
+        if cfg.embedding_model is None:
+            return load_embeddings(store)
+        if cfg.embedding_model == HANDCRAFTED:
+            return load_embeddings(store, model=HANDCRAFTED)
+        return load_embeddings(store, checkpoint=checkpoint_of(cfg))
+    emb = chosen()
     if emb is None or (emb.rows_of(nodes) < 0).any():
         model = cfg.embedding_model if emb is None else (emb.checkpoint or HANDCRAFTED)
         embed(store, dataclasses.replace(cfg, embedding_model=model), progress=progress)
-        emb = load_embeddings(store, checkpoint=checkpoint)
+        emb = chosen()
     return emb
 
 
@@ -264,7 +270,7 @@ def build(store: Store, cfg: GraphConfig, rebuild: bool = False, progress: bool 
             "new_pairs_train": int((~is_val).sum()), "new_pairs_val": int(is_val.sum()),
             "dropped_pairs": {"already_in_graph": generated - existing, "cluster_cap": capped,
                               "across_splits": int((~keep).sum())},
-            "embedding_sets": emb.set_ids,
+            "embedding_sets": emb.set_ids, "embedding_model": emb.model,
             "seconds": {"read": round(t_read, 3), "cluster": round(t_cluster, 3),
                         "pairs": round(t_pairs, 3),
                         "total": round(time.perf_counter() - t0, 3)}}

@@ -18,9 +18,10 @@ class GraphConfig:
     intra_stride: int = field(default=1, metadata={"above": 0,
         "help": "with intra_mode=stride: join crops this many positions apart in the track"})
     # embeddings
-    embedding_model: str = field(default="handcrafted", metadata={
+    embedding_model: str | None = field(default=None, metadata={
         "help": "'handcrafted' (colour + gradient histograms) or a checkpoint path "
-                "(a vidmine checkpoint or a torchvision state dict)"})
+                "(a vidmine checkpoint or a torchvision state dict); default: embed with "
+                "the hand-crafted descriptor, build with the newest embeddings"})
     backbone: str | None = field(default=None, metadata={
         "help": "torchvision name of a plain state dict checkpoint (resnet18, resnet50, vgg16)"})
     image_size: int | None = field(default=None, metadata={"min": 16,

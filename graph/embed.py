@@ -62,14 +62,14 @@ class NetworkEmbedder:
 
 def checkpoint_of(cfg: GraphConfig) -> str | None:
     """The checkpoint path ``cfg.embedding_model`` names, resolved; None for the descriptor."""
-    if cfg.embedding_model == HANDCRAFTED:
+    if cfg.embedding_model in (None, HANDCRAFTED):
         return None
     return str(Path(cfg.embedding_model).expanduser().resolve())
 
 
 def make_embedder(cfg: GraphConfig):
     """(function images -> vectors, model name, checkpoint path or None, input size or None)."""
-    if cfg.embedding_model == HANDCRAFTED:
+    if cfg.embedding_model in (None, HANDCRAFTED):
         return handcrafted_descriptor, HANDCRAFTED, None, None
     path = Path(checkpoint_of(cfg))
     if not path.is_file():

@@ -101,3 +101,23 @@ def test_plain_state_dict_needs_its_backbone_name(sqlite_store, tmp_path):
     assert summary["embedded"] == 8
     with pytest.raises(UsageError, match="neither"):
         embed(sqlite_store, GraphConfig(embedding_model=str(tmp_path / "missing.pt")), progress=False)
+
+
+def test_build_clusters_with_the_embedding_it_is_told_to(sqlite_store, tmp_path):
+    # 'handcrafted' named on a store a network has embedded since: the descriptor's vectors,
+    # not the newest (before, the name was taken for "not given" and the network's were used)
+    from vidmine.graph.build import build
+    fill_store(sqlite_store, n_videos=3, tracks_per_video=2, crops_per_track=3, seed=4,
+               images_dir=IMAGES)
+    ckpt = tmp_path / "trained.pt"
+    save_backbone(ckpt, Trunk("resnet18"), config={"image_size": 32})
+    handcrafted = embed(sqlite_store, GraphConfig(), progress=False)["embedding_set"]
+    network = embed(sqlite_store, GraphConfig(embedding_model=str(ckpt)), progress=False)["embedding_set"]
+    built = {name: build(sqlite_store, GraphConfig(embedding_model=model, val_fraction=0),
+                         rebuild=True, progress=False)
+             for name, model in (("named", "handcrafted"), ("newest", None),
+                                 ("checkpoint", str(ckpt)))}
+    assert (built["named"]["embedding_model"], built["named"]["embedding_sets"]) == \
+        ("handcrafted", [handcrafted])
+    assert built["newest"]["embedding_sets"] == built["checkpoint"]["embedding_sets"] == [network]
+    assert built["newest"]["embedding_model"] == "resnet18@32px"
