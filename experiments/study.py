@@ -16,7 +16,8 @@ Arms (same backbone, steps, batch, image size, learning rate):
 Ablation arms, run only when named in --arms: moco-tracker-transitive and
 triplet-intra-transitive (intra-instance and transitive positives half and half),
 triplet-tracker-transitive-nocolour (the same with every tracked crop pair for intra),
-moco-tracker-far-nocolour (tracker pairs at least 15 frames apart), *-nocolour arms
+moco-tracker-far-nocolour (tracker pairs at least 15 frames apart), triplet-intra-nocolour
+and triplet-inter-nocolour (one edge type alone, the 2017 paper's comparison), *-nocolour arms
 trained without colour jitter and grayscale, and *-othervideos / *-othertracks arms whose
 MoCo negatives come from other videos / other tracks only (docs/study.md, "Ablation").
 Floors: an untrained network (one per seed), a colour histogram, raw 8x8 pixels and the
@@ -66,6 +67,10 @@ ABLATION_ARMS = {
     "triplet-transitive-nocolour": ("triplet", "transitive:1"),
     "triplet-intra-transitive-nocolour": ("triplet", "intra:1,transitive:1"),
     "moco-tracker-transitive-nocolour": ("moco", "tracker:1,transitive:1"),
+    # each edge type of the graph alone, against the mix above (the 2017 paper's comparison:
+    # transitive pairs against intra-instance or inter-instance edges alone)
+    "triplet-intra-nocolour": ("triplet", "intra:1"),
+    "triplet-inter-nocolour": ("triplet", "inter:1"),
     # MoCo's own positive (another augmentation of the crop) for half the batch, transitive
     # pairs for the other half: the 2017 paper's mix with instance discrimination as the
     # intra-instance edge
