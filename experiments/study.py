@@ -17,7 +17,8 @@ Ablation arms, run only when named in --arms: moco-tracker-transitive and
 triplet-intra-transitive (intra-instance and transitive positives half and half),
 triplet-tracker-transitive-nocolour (the same with every tracked crop pair for intra),
 moco-tracker-far-nocolour (tracker pairs at least 15 frames apart), triplet-intra-nocolour
-and triplet-inter-nocolour (one edge type alone, the 2017 paper's comparison), *-nocolour arms
+and triplet-inter-nocolour (one edge type alone, the 2017 paper's comparison),
+moco-intra-nocolour and triplet-tracker-nocolour (the other objective on those pairs), *-nocolour arms
 trained without colour jitter and grayscale, and *-othervideos / *-othertracks arms whose
 MoCo negatives come from other videos / other tracks only (docs/study.md, "Ablation").
 Floors: an untrained network (one per seed), a colour histogram, raw 8x8 pixels and the
@@ -71,6 +72,10 @@ ABLATION_ARMS = {
     # transitive pairs against intra-instance or inter-instance edges alone)
     "triplet-intra-nocolour": ("triplet", "intra:1"),
     "triplet-inter-nocolour": ("triplet", "inter:1"),
+    # which of objective and pairs makes the intra arm: MoCo on the same intra pairs, and the
+    # triplet loss on tracker pairs (every crop pair of a track 5-150 frames apart)
+    "moco-intra-nocolour": ("moco", "intra:1"),
+    "triplet-tracker-nocolour": ("triplet", "tracker:1"),
     # MoCo's own positive (another augmentation of the crop) for half the batch, transitive
     # pairs for the other half: the 2017 paper's mix with instance discrimination as the
     # intra-instance edge
