@@ -10,6 +10,7 @@ from tests.factories import fill_store
 from tests.test_graph_build import IMAGES
 from vidmine.descriptors import handcrafted_descriptor
 from vidmine.errors import UsageError
+from vidmine.graph.build import build
 from vidmine.graph.config import GraphConfig
 from vidmine.graph.embed import embed, load_embeddings
 from vidmine.storage.schema import embedding_sets, runs
@@ -106,7 +107,6 @@ def test_plain_state_dict_needs_its_backbone_name(sqlite_store, tmp_path):
 def test_build_clusters_with_the_embedding_it_is_told_to(sqlite_store, tmp_path):
     # 'handcrafted' named on a store a network has embedded since: the descriptor's vectors,
     # not the newest (before, the name was taken for "not given" and the network's were used)
-    from vidmine.graph.build import build
     fill_store(sqlite_store, n_videos=3, tracks_per_video=2, crops_per_track=3, seed=4,
                images_dir=IMAGES)
     ckpt = tmp_path / "trained.pt"
