@@ -25,9 +25,6 @@ from vidmine.text import safe_name, safe_text
 from vidmine.training.backbones import (
     BACKBONES,
     load_backbone,
-    read_checkpoint,
-    trained_image_size,
-    trunk_from_checkpoint,
 )
 from vidmine.training.features import embed_images
 
@@ -92,9 +89,8 @@ def _models(args, cfg: EvalConfig) -> tuple[dict[str, Extractor], EvalConfig]:
         # compared side by side: name those, and any name given twice, by their run folder.
         named_by_run = path.stem in TRAINER_CHECKPOINTS or stems.count(path.stem) > 1
         name = f"{path.parent.name}/{path.stem}" if named_by_run else path.stem
-        ckpt = read_checkpoint(path)
-        trained_sizes.append(trained_image_size(ckpt))
-        trunks[name] = trunk_from_checkpoint(ckpt, path, cfg.backbone)
+        trunks[name] = load_backbone(path, cfg.backbone)
+        trained_sizes.append(trunks[name].trained_image_size)
     cfg = dataclasses.replace(cfg, size=input_size(cfg, trained_sizes))
     if cfg.untrained:
         torch.manual_seed(cfg.seed)

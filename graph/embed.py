@@ -37,19 +37,14 @@ class NetworkEmbedder:
 
     def __init__(self, checkpoint: str, backbone: str | None, image_size: int | None,
                  device: str):
-        from vidmine.training.backbones import (
-            read_checkpoint,
-            trained_image_size,
-            trunk_from_checkpoint,
-        )
+        from vidmine.training.backbones import load_backbone
         try:
-            ckpt = read_checkpoint(checkpoint)
-            self.trunk = trunk_from_checkpoint(ckpt, checkpoint, backbone)
+            self.trunk = load_backbone(checkpoint, backbone)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         # A network sees crops best at the size it was trained at (a 32 px network fed 224 px
         # crops meets objects 7x larger than any it learned, and costs 49x the compute).
-        self.image_size = image_size or trained_image_size(ckpt) or 224
+        self.image_size = image_size or self.trunk.trained_image_size or 224
         self.device = device
         # The size is part of the model: sets at two sizes never join (load_embeddings).
         self.name = f"{self.trunk.name}@{self.image_size}px"
@@ -69,9 +64,10 @@ def checkpoint_of(cfg: GraphConfig) -> str | None:
 
 def make_embedder(cfg: GraphConfig):
     """(function images -> vectors, model name, checkpoint path or None, input size or None)."""
-    if cfg.embedding_model in (None, HANDCRAFTED):
+    checkpoint = checkpoint_of(cfg)
+    if checkpoint is None:
         return handcrafted_descriptor, HANDCRAFTED, None, None
-    path = Path(checkpoint_of(cfg))
+    path = Path(checkpoint)
     if not path.is_file():
         raise UsageError(f"embedding model is neither 'handcrafted' nor a checkpoint file: "
                          f"{cfg.embedding_model}")

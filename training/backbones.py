@@ -112,6 +112,7 @@ class Trunk(nn.Module):
         if name not in BACKBONES:
             raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
         self.name = name
+        self.trained_image_size: int | None = None   # load_backbone: from the checkpoint
         norm = {"norm_layer": partial(SplitBatchNorm2d, splits=bn_splits)} \
             if bn_splits > 1 and name.startswith("resnet") else {}
         net = getattr(torchvision.models, name)(weights=None, **norm)
@@ -140,11 +141,15 @@ def save_backbone(path: str | Path, trunk: Trunk, **extra) -> None:
 
 def load_backbone(path: str | Path | None, name: str | None = None,
                   map_location: str | torch.device = "cpu") -> Trunk:
-    """A trunk from a vidmine checkpoint or a torchvision state dict; ``path=None`` gives an
-    untrained network (``name`` required), the floor every evaluation compares against."""
+    """A trunk from a vidmine checkpoint or a torchvision state dict, with the input size it
+    was trained at (``trained_image_size``; None where the file does not say); ``path=None``
+    gives an untrained network (``name`` required), the floor every evaluation compares against."""
     if path is None:
         return Trunk(name or "resnet18")
-    return trunk_from_checkpoint(read_checkpoint(path, map_location), path, name)
+    ckpt = read_checkpoint(path, map_location)
+    trunk = trunk_from_checkpoint(ckpt, path, name)
+    trunk.trained_image_size = trained_image_size(ckpt)
+    return trunk
 
 
 def trunk_from_checkpoint(ckpt: dict, path: str | Path, name: str | None = None) -> Trunk:
