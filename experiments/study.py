@@ -19,8 +19,9 @@ triplet-tracker-transitive-nocolour (the same with every tracked crop pair for i
 moco-tracker-far-nocolour (tracker pairs at least 15 frames apart), triplet-intra-nocolour
 and triplet-inter-nocolour (one edge type alone, the 2017 paper's comparison),
 moco-intra-nocolour and triplet-tracker-nocolour (the other objective on those pairs), *-nocolour arms
-trained without colour jitter and grayscale, and *-othervideos / *-othertracks arms whose
-MoCo negatives come from other videos / other tracks only (docs/study.md, "Ablation").
+trained without colour jitter and grayscale, and *-othervideos / *-othertracks /
+*-otherclusters arms whose MoCo negatives come from other videos / other tracks / other
+tracks and graph clusters only (docs/study.md, "Ablation").
 Floors: an untrained network (one per seed), a colour histogram, raw 8x8 pixels and the
 hand-crafted descriptor.
 
@@ -94,12 +95,19 @@ ABLATION_ARMS = {
     # objects of its video (on the same background) still are (--queue-exclude track)
     "moco-none-nocolour-othertracks": ("moco", "none:1"),
     "moco-tracker-nocolour-othertracks": ("moco", "tracker:1"),
+    # negatives that are neither of the pair's tracks nor of its graph clusters, those the
+    # triplet loss forbids (--queue-exclude cluster): a transitive positive is another member
+    # of the query's cluster, which plain MoCo's queue otherwise pushes away
+    "moco-transitive-nocolour-othertracks": ("moco", "transitive:1"),
+    "moco-transitive-nocolour-otherclusters": ("moco", "transitive:1"),
+    "moco-none-nocolour-otherclusters": ("moco", "none:1"),
 }
 ALL_ARMS = {**ARMS, **ABLATION_ARMS}
 # Training flags of an arm. ARM_FLAGS change the recipe, so an arm's plain-MoCo baseline is
 # the one with the same ARM_FLAGS; PAIR_FLAGS only choose which pairs of a source it uses.
 RECIPE_SUFFIXES = {"-nocolour": ("--no-colour-augment",), "-othervideos": ("--queue-exclude", "video"),
-                   "-othertracks": ("--queue-exclude", "track")}
+                   "-othertracks": ("--queue-exclude", "track"),
+                   "-otherclusters": ("--queue-exclude", "cluster")}
 ARM_FLAGS = {arm: flags for arm in ABLATION_ARMS
              if (flags := sum((f for s, f in RECIPE_SUFFIXES.items() if s in arm), ()))}
 PAIR_FLAGS = {"moco-tracker-far-nocolour": ("--min-gap", "15")}

@@ -132,6 +132,27 @@ def test_moco_leaves_the_pairs_own_keys_out_of_its_negatives(exclude, field):
     assert masked.queue_owner[:4].tolist() == [2, 1, 2, 1]
 
 
+def test_moco_cluster_exclusion_leaves_out_the_pairs_tracks_and_clusters():
+    """As the triplet loss forbids: keys of the pair's tracks or of its (real) clusters."""
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    meta = {"a_group": torch.tensor([1, 2, 1, 2]), "p_group": torch.tensor([2, 1, 2, 1]),
+            "a_cluster": torch.tensor([7, -1, 7, -1]), "p_cluster": torch.tensor([-1, 7, -1, 7])}
+    masked = MoCo("resnet18", dim=8, queue=8, exclude="cluster")
+    # slots 0-1: own tracks; 2-3: other tracks of cluster 7; 4-5: crops in no cluster (-1),
+    # which must stay negatives although half the pairs' crops are in no cluster either;
+    # 6-7: other tracks, other cluster
+    masked.queue_owner.copy_(torch.tensor([1, 2, 5, 6, 5, 6, 9, 9]))
+    masked.queue_cluster.copy_(torch.tensor([3, 3, 7, 7, -1, -1, 3, 3]))
+    plain = MoCo("resnet18", dim=8, queue=4)
+    state = {k: v for k, v in masked.state_dict().items() if not k.startswith("queue")}
+    plain.load_state_dict(state, strict=False)
+    plain.queue.copy_(masked.queue[:, 4:])
+    assert masked(x, y, meta).item() == pytest.approx(plain(x, y, meta).item(), rel=1e-5)
+    assert masked.queue_owner[:4].tolist() == [2, 1, 2, 1]
+    assert masked.queue_cluster[:4].tolist() == [-1, 7, -1, 7]
+
+
 def test_moco_queue_wraps_and_key_encoder_follows_by_momentum():
     torch.manual_seed(0)
     model = MoCo("resnet18", dim=8, queue=10, momentum=0.9)

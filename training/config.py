@@ -55,9 +55,10 @@ class TrainConfig:
     bn_splits: int = field(default=0, metadata={
         "help": "moco in one process: batch-norm groups, so that keys and queries never share "
                 "statistics (0: groups of 32, at least 2)"})
-    queue_exclude: str = field(default="none", metadata={"choices": ("none", "track", "video"),
+    queue_exclude: str = field(default="none", metadata={"choices": ("none", "track", "video", "cluster"),
         "help": "moco: leave out of a query's negatives the queued keys of its pair's own "
-                "track or video (none: every key, as the paper)"})
+                "track or video, or (cluster) its tracks and graph clusters, as the triplet "
+                "loss does (none: every key, as the paper)"})
     temperature: float = field(default=0.2, metadata={"above": 0, "help": "moco: InfoNCE temperature"})
     mlp: bool = field(default=True, metadata={"help": "moco: MLP projection head (v2)"})
     split: str = field(default="train", metadata={"choices": ("train", "val"),

@@ -66,7 +66,10 @@ class MoCo(nn.Module):
     ``exclude`` ("track" or "video") keeps, beside each key in the queue, the track or video
     of its crop, and leaves out of a query's negatives the keys of its pair's own tracks or
     videos: the reference treats every other image as another instance, so a crop's own
-    object under another view is pushed away (docs/training.md, *False negatives*)."""
+    object under another view is pushed away (docs/training.md, *False negatives*).
+    "cluster" leaves out the keys of the pair's own tracks and graph clusters, the negatives
+    the triplet loss forbids: a transitive positive comes from the query's cluster, whose
+    other members would otherwise be pushed away by the same loss."""
 
     def __init__(self, backbone: str, dim: int = 128, queue: int = 65536, momentum: float = 0.999,
                  temperature: float = 0.2, mlp: bool = True, bn_splits: int = 1,
@@ -83,6 +86,8 @@ class MoCo(nn.Module):
         self.exclude = exclude
         if exclude != "none":
             self.register_buffer("queue_owner", torch.full((queue,), NO_OWNER, dtype=torch.long))
+        if exclude == "cluster":
+            self.register_buffer("queue_cluster", torch.full((queue,), NO_OWNER, dtype=torch.long))
 
     @torch.no_grad()
     def _momentum_update(self) -> None:
@@ -112,26 +117,34 @@ class MoCo(nn.Module):
         return F.normalize(out, dim=1)
 
     @torch.no_grad()
-    def _enqueue(self, keys: torch.Tensor, owners: torch.Tensor | None = None) -> None:
+    def _enqueue(self, keys: torch.Tensor, owners: torch.Tensor | None = None,
+                 clusters: torch.Tensor | None = None) -> None:
         keys = concat_all_gather(keys.float())
         size = self.queue.shape[1]
         idx = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % size
         self.queue[:, idx] = keys.T
         if owners is not None:
             self.queue_owner[idx] = concat_all_gather(owners)
+        if clusters is not None:
+            self.queue_cluster[idx] = concat_all_gather(clusters)
         self.queue_ptr.copy_((self.queue_ptr + len(keys)) % size)
 
     def forward(self, im_q, im_k, meta: dict | None = None) -> torch.Tensor:
         q = F.normalize(self.encoder_q(im_q), dim=1)
         self._momentum_update()
         k = self._keys(im_k)
-        own = key_owner = None
+        own = key_owner = key_cluster = None
         if self.exclude != "none":
-            field = "group" if self.exclude == "track" else "video"
+            field = "video" if self.exclude == "video" else "group"
             key_owner = meta[f"p_{field}"]
             own = shares_owner(self.queue_owner, meta[f"a_{field}"], key_owner)
+        if self.exclude == "cluster":
+            key_cluster = meta["p_cluster"]
+            # -1 is "no cluster" (a crop that is not a graph node), which joins nothing
+            own |= (self.queue_cluster[None] >= 0) & shares_owner(
+                self.queue_cluster, meta["a_cluster"], key_cluster)
         loss = info_nce(q, k, self.queue.clone().detach(), self.temperature, own)
-        self._enqueue(k, key_owner)
+        self._enqueue(k, key_owner, key_cluster)
         return loss
 
 
