@@ -358,6 +358,19 @@ ORACLES = {
 }
 
 
+def known_truth(store):
+    """The rendered ground truth of the store's crops; a clear stop where none is found, e.g.
+    when the videos were moved after mining (their paths in the index no longer lead to the
+    truth files beside them)."""
+    from vidmine.graph.quality import crop_labels
+
+    truth = crop_labels(store)
+    if not (truth.category >= 0).any():
+        raise SystemExit("study: no crop has rendered ground truth: the oracle ablations need "
+                         "the videos' .truth.json files where the index says the videos are")
+    return truth
+
+
 def oracle_transitive(work: Path, same: str = "category", seed: int = 0) -> dict:
     """Ablations on the rendered ground truth: every transitive pair keeps its anchor and gets
     as positive a crop drawn from the anchor's ``same`` group. ``category`` (--oracle-transitive):
@@ -368,13 +381,12 @@ def oracle_transitive(work: Path, same: str = "category", seed: int = 0) -> dict
     from sqlalchemy import bindparam, select, update
 
     from vidmine.arrays import lookup_sorted
-    from vidmine.graph.quality import crop_labels
     from vidmine.storage.schema import pairs
     from vidmine.storage.store import StorageConfig, Store
 
     rng = np.random.default_rng(seed)
     with Store(StorageConfig(workdir=str(work)), create=False) as store:
-        truth = crop_labels(store)
+        truth = known_truth(store)
         ids, instance, category = truth.ids, truth.instance, truth.category
         with store.index.read() as conn:
             rows = conn.execute(select(pairs.c.id, pairs.c.anchor).where(
@@ -407,6 +419,30 @@ def oracle_transitive(work: Path, same: str = "category", seed: int = 0) -> dict
             if len(dropped):   # anchors without ground truth: no oracle positive exists
                 conn.execute(pairs.delete().where(pairs.c.id.in_(dropped.tolist())))
     return {"rewritten": int(keep.sum()), "dropped": int((~keep).sum())}
+
+
+def oracle_clusters(work: Path) -> dict:
+    """With --oracle-transitive, the graph's clusters as a perfect clustering would make them
+    too: every object crop with ground truth in its category's cluster, every other crop in
+    none. Training reads them for the negatives it leaves out (the triplet loss always,
+    MoCo with --queue-exclude cluster). Replaces the clusters of this study's own store."""
+    from sqlalchemy import func, select
+
+    from vidmine.storage.schema import clusters
+    from vidmine.storage.store import StorageConfig, Store
+
+    with Store(StorageConfig(workdir=str(work)), create=False) as store:
+        truth = known_truth(store)
+        known = truth.category >= 0
+        with store.index.write() as conn:
+            run = conn.execute(select(func.max(clusters.c.run_id))).scalar()
+            if run is None:
+                raise SystemExit("study: --oracle-clusters needs a built graph")
+            conn.execute(clusters.delete())
+            conn.execute(clusters.insert(), [
+                {"run_id": run, "crop_id": int(i), "coarse": int(c), "fine": int(c)}
+                for i, c in zip(truth.ids[known], truth.category[known])])
+    return {"clustered": int(known.sum()), "categories": len(np.unique(truth.category[known]))}
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -649,6 +685,11 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
             md += ["", f"**Ablation `--{stage}`**: every transitive pair's positive was replaced "
                    f"by {positive}, drawn from the ground truth ({o['rewritten']} pairs; {o['dropped']} "
                    f"without one dropped): the transitive arms train on {meaning}."]
+    if "oracle-clusters" in state:
+        o = state["oracle-clusters"]
+        md += ["", f"**Ablation `--oracle-clusters`**: the graph's clusters are the rendered "
+               f"categories ({o['clustered']:,} crops in {o['categories']}), so the negatives "
+               "training leaves out for a cluster are the anchor's category."]
     md += ["", "Evaluation: held-out rendered objects (none in any training video). Mean ± "
            "sample sd over seeds; floors that learn nothing are deterministic, but the "
            "untrained network has one initialisation per seed.", ""]
@@ -696,7 +737,7 @@ RESULT_SETTINGS = (*OVERRIDABLE, "lr", "warmup_steps", "cpu_augment")
 
 
 # Settings a folder made before they existed was made with.
-SETTINGS_ADDED_LATER = {"train_objects": 300, "oracle_instance": False}
+SETTINGS_ADDED_LATER = {"train_objects": 300, "oracle_instance": False, "oracle_clusters": False}
 
 
 def settings_changes(old: dict, new: dict) -> list[str]:
@@ -709,7 +750,8 @@ def check_settings(out: Path, p: dict, args) -> dict:
     results made with the old ones: the first run's settings are kept and a change refused."""
     settings = {"scale": args.scale, "tracker": args.tracker,
                 "oracle_transitive": bool(args.oracle_transitive),
-                "oracle_instance": bool(args.oracle_instance), **{k: p[k] for k in RESULT_SETTINGS}}
+                "oracle_instance": bool(args.oracle_instance),
+                "oracle_clusters": bool(args.oracle_clusters), **{k: p[k] for k in RESULT_SETTINGS}}
     path = out / "state" / "settings.json"
     if not path.is_file():
         path.write_text(json.dumps(settings, indent=2))
@@ -750,6 +792,8 @@ def run_study(args) -> Path:
     if args.oracle_transitive:
         state["oracle-transitive"] = stages.run("oracle-transitive",
                                                 lambda: oracle_transitive(work, "category"))
+    if args.oracle_clusters:
+        state["oracle-clusters"] = stages.run("oracle-clusters", lambda: oracle_clusters(work))
     if args.oracle_instance:
         state["oracle-instance"] = stages.run("oracle-instance",
                                               lambda: oracle_transitive(work, "instance"))
@@ -805,6 +849,10 @@ def build_parser() -> argparse.ArgumentParser:
     oracle.add_argument("--oracle-instance", action="store_true",
                         help="ablation: replace each transitive pair's positive by another crop "
                              "of the anchor's own instance, from any video (rendered ground truth)")
+    parser.add_argument("--oracle-clusters", action="store_true",
+                        help="with --oracle-transitive: the graph's clusters become the rendered "
+                             "categories too, so the negatives training leaves out (the triplet "
+                             "loss's; MoCo's with --queue-exclude cluster) are the anchor's category")
     parser.add_argument("--in-process", action="store_true",
                         help="call the CLIs' main() here instead of in fresh processes "
                              "(saves ~7 s of imports per call: for smoke checks)")
@@ -818,6 +866,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    if args.oracle_clusters and not args.oracle_transitive:
+        raise SystemExit("study: --oracle-clusters goes with --oracle-transitive")
     try:
         out = run_study(args)
     except OutOfTime as stage:

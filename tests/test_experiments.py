@@ -250,12 +250,35 @@ def test_study_smoke(tmp_path, capsys):
         else:
             assert (instance[a] == instance[p]).all() and (ids[a] != ids[p]).all()
 
+    # --oracle-clusters: the clusters training reads are the categories, for every crop with
+    # ground truth, and no other crop is in one.
+    from vidmine.training.data import read_crop_table
+
+    with pytest.raises(SystemExit, match="goes with --oracle-transitive"):
+        study.main(["--oracle-clusters", "--out", str(out)])
+    made = study.oracle_clusters(out / "work")
+    with Store(StorageConfig(workdir=str(out / "work")), create=False) as store:
+        with store.index.read() as conn:
+            table = read_crop_table(conn)
+    rows = lookup_sorted(table.ids, ids)
+    assert made["clustered"] == (category >= 0).sum() > 0
+    assert (table.cluster[rows] == category).all()
+    assert (table.cluster[np.setdiff1d(np.arange(len(table)), rows)] == -1).all()
+
     # Arms that do not read the graph, resumed in a folder whose graph was bootstrapped: its
     # pairs and their quality are still those reported.
     (out / "results.md").unlink()
     assert study.main([*argv, "--arms", "moco-none"]) == 0
     table = (out / "results.md").read_text()
     assert "Pairs per source after the bootstrap: " in table and "| bootstrap network | " in table
+
+    # Videos moved after mining: their truth is not where the index says; a clear stop.
+    from vidmine.storage.schema import videos
+    with Store(StorageConfig(workdir=str(out / "work")), create=False) as store:
+        with store.index.write() as conn:
+            conn.execute(videos.update().values(path="/nowhere/" + videos.c.path))
+    with pytest.raises(SystemExit, match="no crop has rendered ground truth"):
+        study.oracle_clusters(out / "work")
 
 
 def test_time_left_from_the_speed_each_objective_trained_at(tmp_path):
