@@ -114,6 +114,17 @@ def test_info_nce_matches_the_direct_formula():
         info_nce(q, k, queue[:, :10], t).item(), rel=1e-5)
 
 
+def _same_weights_with_queue(model: MoCo, slots: slice) -> MoCo:
+    """A MoCo with ``model``'s weights whose queue is only ``model``'s keys in ``slots``, and
+    that leaves none out."""
+    keys = model.queue[:, slots]
+    plain = MoCo("resnet18", dim=keys.shape[0], queue=keys.shape[1])
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("queue")},
+                          strict=False)
+    plain.queue.copy_(keys)
+    return plain
+
+
 @pytest.mark.parametrize("exclude,field", [("video", "video"), ("track", "group")])
 def test_moco_leaves_the_pairs_own_keys_out_of_its_negatives(exclude, field):
     torch.manual_seed(0)
@@ -123,10 +134,7 @@ def test_moco_leaves_the_pairs_own_keys_out_of_its_negatives(exclude, field):
     masked = MoCo("resnet18", dim=8, queue=8, exclude=exclude)
     masked.queue_owner.copy_(torch.tensor([1, 1, 2, 2, 1, 2, 9, 9]))
     # The same network with a queue of only the two keys no pair owns (video or track 9).
-    plain = MoCo("resnet18", dim=8, queue=2)
-    state = {k: v for k, v in masked.state_dict().items() if not k.startswith("queue")}
-    plain.load_state_dict(state, strict=False)
-    plain.queue.copy_(masked.queue[:, 6:])
+    plain = _same_weights_with_queue(masked, slice(6, None))
     assert masked(x, y, meta).item() == pytest.approx(plain(x, y, meta).item(), rel=1e-5)
     # Its keys went into the queue with their owners (the key's side of each pair).
     assert masked.queue_owner[:4].tolist() == [2, 1, 2, 1]
@@ -144,10 +152,7 @@ def test_moco_cluster_exclusion_leaves_out_the_pairs_tracks_and_clusters():
     # 6-7: other tracks, other cluster
     masked.queue_owner.copy_(torch.tensor([1, 2, 5, 6, 5, 6, 9, 9]))
     masked.queue_cluster.copy_(torch.tensor([3, 3, 7, 7, -1, -1, 3, 3]))
-    plain = MoCo("resnet18", dim=8, queue=4)
-    state = {k: v for k, v in masked.state_dict().items() if not k.startswith("queue")}
-    plain.load_state_dict(state, strict=False)
-    plain.queue.copy_(masked.queue[:, 4:])
+    plain = _same_weights_with_queue(masked, slice(4, None))
     assert masked(x, y, meta).item() == pytest.approx(plain(x, y, meta).item(), rel=1e-5)
     assert masked.queue_owner[:4].tolist() == [2, 1, 2, 1]
     assert masked.queue_cluster[:4].tolist() == [-1, 7, -1, 7]
