@@ -19,13 +19,20 @@ def shares_owner(candidates: torch.Tensor, a_owner: torch.Tensor, p_owner: torch
     return (candidates[None] == a_owner[:, None]) | (candidates[None] == p_owner[:, None])
 
 
+def shares_cluster(candidates: torch.Tensor, a_cluster: torch.Tensor,
+                   p_cluster: torch.Tensor) -> torch.Tensor:
+    """[B, N] mask: True where candidate n lies in the graph cluster of a or p of pair i; -1,
+    a crop that is no graph node, is in no cluster and shares none."""
+    return (candidates[None] >= 0) & shares_owner(candidates, a_cluster, p_cluster)
+
+
 def forbidden_negatives(a_group: torch.Tensor, p_group: torch.Tensor, a_cluster: torch.Tensor,
                         p_cluster: torch.Tensor) -> torch.Tensor:
     """[B, 2B] mask: True where candidate n (anchors then positives) may not be a negative of
     pair i, because it shares a track (or frame video) or a cluster with a or p of pair i."""
     cl = torch.cat([a_cluster, p_cluster])
     same_group = shares_owner(torch.cat([a_group, p_group]), a_group, p_group)
-    same_cluster = (cl[None] >= 0) & shares_owner(cl, a_cluster, p_cluster)
+    same_cluster = shares_cluster(cl, a_cluster, p_cluster)
     b = len(a_group)
     own = torch.zeros_like(same_group)
     own[torch.arange(b), torch.arange(b)] = True

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import CheckpointError, Trunk, load_backbone
-from .losses import forbidden_negatives, info_nce, shares_owner, triplet_loss
+from .losses import forbidden_negatives, info_nce, shares_cluster, shares_owner, triplet_loss
 
 
 class TripletNet(nn.Module):
@@ -140,9 +140,7 @@ class MoCo(nn.Module):
             own = shares_owner(self.queue_owner, meta[f"a_{field}"], key_owner)
         if self.exclude == "cluster":
             key_cluster = meta["p_cluster"]
-            # -1 is "no cluster" (a crop that is not a graph node), which joins nothing
-            own |= (self.queue_cluster[None] >= 0) & shares_owner(
-                self.queue_cluster, meta["a_cluster"], key_cluster)
+            own |= shares_cluster(self.queue_cluster, meta["a_cluster"], key_cluster)
         loss = info_nce(q, k, self.queue.clone().detach(), self.temperature, own)
         self._enqueue(k, key_owner, key_cluster)
         return loss
