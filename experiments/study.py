@@ -355,6 +355,8 @@ ORACLES = {
                           "pairs a perfect clustering would make"),
     "oracle-instance": ("another crop of the anchor's own instance, from any video",
                         "object identity across videos"),
+    "random-transitive": ("a crop of another instance of any category",
+                          "pairs a clustering at chance would make (the control for the mined ones)"),
 }
 
 
@@ -376,8 +378,9 @@ def oracle_transitive(work: Path, same: str = "category", seed: int = 0) -> dict
     as positive a crop drawn from the anchor's ``same`` group. ``category`` (--oracle-transitive):
     another instance of its category, as a perfect clustering would pair them. ``instance``
     (--oracle-instance): another crop of its own instance from any video that shows it, the
-    identity a perfect tracker across videos would give. Rewrites the pairs of this study's
-    own store (its --out); nothing else reads them."""
+    identity a perfect tracker across videos would give. ``any`` (--random-transitive): a crop
+    of another instance of any category, the pairs of a clustering at chance. Rewrites the
+    pairs of this study's own store (its --out); nothing else reads them."""
     from sqlalchemy import bindparam, select, update
 
     from vidmine.arrays import lookup_sorted
@@ -394,9 +397,10 @@ def oracle_transitive(work: Path, same: str = "category", seed: int = 0) -> dict
         pair_id = np.array([r[0] for r in rows], np.int64)
         anchor = lookup_sorted(ids, np.array([r[1] for r in rows], np.int64))
         # Crops grouped by the label; a positive is redrawn until it is another instance
-        # (category) or another crop (instance).
-        group = category if same == "category" else instance
-        other = instance if same == "category" else np.arange(len(ids))
+        # (category, any) or another crop (instance).
+        group = {"category": category, "instance": instance,
+                 "any": np.where(category >= 0, 0, -1)}[same]
+        other = np.arange(len(ids)) if same == "instance" else instance
         known = np.flatnonzero(group >= 0)
         by_label = {c: known[group[known] == c] for c in np.unique(group[known])}
         positive = np.full(len(anchor), -1, np.int64)
@@ -737,7 +741,8 @@ RESULT_SETTINGS = (*OVERRIDABLE, "lr", "warmup_steps", "cpu_augment")
 
 
 # Settings a folder made before they existed was made with.
-SETTINGS_ADDED_LATER = {"train_objects": 300, "oracle_instance": False, "oracle_clusters": False}
+SETTINGS_ADDED_LATER = {"train_objects": 300, "oracle_instance": False, "oracle_clusters": False,
+                        "random_transitive": False}
 
 
 def settings_changes(old: dict, new: dict) -> list[str]:
@@ -751,7 +756,8 @@ def check_settings(out: Path, p: dict, args) -> dict:
     settings = {"scale": args.scale, "tracker": args.tracker,
                 "oracle_transitive": bool(args.oracle_transitive),
                 "oracle_instance": bool(args.oracle_instance),
-                "oracle_clusters": bool(args.oracle_clusters), **{k: p[k] for k in RESULT_SETTINGS}}
+                "oracle_clusters": bool(args.oracle_clusters),
+                "random_transitive": bool(args.random_transitive), **{k: p[k] for k in RESULT_SETTINGS}}
     path = out / "state" / "settings.json"
     if not path.is_file():
         path.write_text(json.dumps(settings, indent=2))
@@ -797,6 +803,9 @@ def run_study(args) -> Path:
     if args.oracle_instance:
         state["oracle-instance"] = stages.run("oracle-instance",
                                               lambda: oracle_transitive(work, "instance"))
+    if args.random_transitive:
+        state["random-transitive"] = stages.run("random-transitive",
+                                                lambda: oracle_transitive(work, "any"))
     ris, retrieval = [], []
     for kind, acc in (("ris", ris), ("retrieval", retrieval)):
         result = stages.run(f"floors-{kind}", lambda k=kind: evaluate(
@@ -849,6 +858,9 @@ def build_parser() -> argparse.ArgumentParser:
     oracle.add_argument("--oracle-instance", action="store_true",
                         help="ablation: replace each transitive pair's positive by another crop "
                              "of the anchor's own instance, from any video (rendered ground truth)")
+    oracle.add_argument("--random-transitive", action="store_true",
+                        help="control: replace each transitive pair's positive by a crop of "
+                             "another instance of any category, drawn at random (pairs at chance)")
     parser.add_argument("--oracle-clusters", action="store_true",
                         help="with --oracle-transitive: the graph's clusters become the rendered "
                              "categories too, so the negatives training leaves out (the triplet "
