@@ -240,6 +240,7 @@ def test_study_smoke(tmp_path, capsys):
         assert (a >= 0).all() and (p >= 0).all()   # every pair joins two object crops
         return ids, instance, category, a, p
 
+    likeness = _load(STUDY.with_name("pair_likeness.py"))
     for same in ("category", "instance", "any"):
         done = study.oracle_transitive(out / "work", same)
         ids, instance, category, a, p = transitive_labels()
@@ -252,6 +253,15 @@ def test_study_smoke(tmp_path, capsys):
         else:   # --random-transitive: another instance, whatever its category
             assert (instance[a] != instance[p]).all()
             assert (category[a] != category[p]).any()
+        # experiments/pair_likeness.py reads the same pairs and labels
+        liked = likeness.likeness(out / "work")
+        assert liked["pairs"] == len(a)
+        assert liked["one_category"] == pytest.approx(np.mean(category[a] == category[p]))
+        assert liked["one_instance"] == pytest.approx(np.mean(instance[a] == instance[p]))
+        for q in liked["similarity"].values():
+            assert -1 <= q[0] <= q[1] <= q[2] <= 1.0001
+    assert likeness.main([str(out), "--labels", "any", "--out", str(tmp_path / "alike")]) == 0
+    assert "| any | " in (tmp_path / "alike" / "results.md").read_text()
 
     # --oracle-clusters: the clusters training reads are the categories, for every crop with
     # ground truth, and no other crop is in one.
