@@ -73,9 +73,9 @@ def likeness(work: Path) -> dict:
     if embedded is not None:
         rows_a, rows_p = embedded.rows_of(ids_a), embedded.rows_of(ids_p)
         ok = (rows_a >= 0) & (rows_p >= 0)
-        vectors = embedded.vectors
-        out["similarity"]["graph's embedding"] = quartiles(
-            np.sum(vectors[rows_a[ok]] * vectors[rows_p[ok]], axis=1))
+        if ok.any():   # rows are L2-normalised
+            out["similarity"]["graph's embedding"] = quartiles(
+                np.sum(embedded.vectors[rows_a[ok]] * embedded.vectors[rows_p[ok]], axis=1))
         named = Path(embedded.checkpoint or embedded.model)
         out["embedding"] = f"{named.parent.name}/{named.name}" if embedded.checkpoint else named.name
     return out
