@@ -9,10 +9,11 @@ hand-crafted descriptor, cosine similarity) and under the graph's newest embeddi
 network the inter edges were clustered with):
 
     python experiments/pair_likeness.py vidmine-data/study-cpu-random-transitive \\
-        vidmine-data/study-cpu-edge-types vidmine-data/study-cpu-oracle-clusters \\
-        --labels "at chance" mined "one category" --out experiments/results/pair-likeness
+        vidmine-data/study-cpu-edge-types vidmine-data/study-cpu-oracle-mix \\
+        --labels "at chance" mined "one category" --out experiments/results/pair-likeness \\
+        --chart docs/images/study-pair-likeness.png
 
-Writes OUT/results.md and OUT/results.json.
+Writes OUT/results.md and OUT/results.json, and the cumulative distributions to CHART.
 """
 from __future__ import annotations
 
@@ -34,10 +35,15 @@ from vidmine.training.data import read_crop_table, read_pairs
 
 DESCRIPTORS = {"colour histogram": lambda ims: l2_normalize(colour_histogram(ims)),
                "hand-crafted": handcrafted_descriptor}
+SIMILARITIES = (*DESCRIPTORS, "graph's embedding")
 
 
 def quartiles(x: np.ndarray) -> list[float]:
     return [round(float(q), 3) for q in np.percentile(x, [25, 50, 75])]
+
+
+def cosines(vectors: np.ndarray, rows_a: np.ndarray, rows_p: np.ndarray) -> np.ndarray:
+    return np.sum(vectors[rows_a] * vectors[rows_p], axis=1)
 
 
 def likeness(work: Path) -> dict:
@@ -64,21 +70,42 @@ def likeness(work: Path) -> dict:
     out = {"pairs": int(len(ids_a)),
            "one_category": float(np.mean(truth.category[ra] == truth.category[rp])),
            "one_instance": float(np.mean(truth.instance[ra] == truth.instance[rp])),
-           "similarity": {}}
+           "values": {}}
     ia, ip = np.searchsorted(crops, ids_a), np.searchsorted(crops, ids_p)
     ordered = [images[int(i)] for i in crops]
     for name, describe in DESCRIPTORS.items():
-        vectors = describe(ordered)
-        out["similarity"][name] = quartiles(np.sum(vectors[ia] * vectors[ip], axis=1))
+        out["values"][name] = cosines(describe(ordered), ia, ip)
     if embedded is not None:
         rows_a, rows_p = embedded.rows_of(ids_a), embedded.rows_of(ids_p)
         ok = (rows_a >= 0) & (rows_p >= 0)
         if ok.any():   # rows are L2-normalised
-            out["similarity"]["graph's embedding"] = quartiles(
-                np.sum(embedded.vectors[rows_a[ok]] * embedded.vectors[rows_p[ok]], axis=1))
+            out["values"]["graph's embedding"] = cosines(embedded.vectors, rows_a[ok], rows_p[ok])
         named = Path(embedded.checkpoint or embedded.model)
         out["embedding"] = f"{named.parent.name}/{named.name}" if embedded.checkpoint else named.name
+    out["similarity"] = {name: quartiles(v) for name, v in out["values"].items()}
     return out
+
+
+def chart(results: dict[str, dict], path: Path) -> None:
+    """Per similarity measure, the cumulative share of each pair set's pairs."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [n for n in SIMILARITIES if any(n in r["values"] for r in results.values())]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for label, r in results.items():
+            if name in r["values"]:
+                v = np.sort(r["values"][name])
+                ax.plot(v, np.linspace(0, 1, len(v)), label=label)
+        ax.set(xlabel=f"cosine similarity, {name}", title=name)
+    axes[0][0].set_ylabel("share of pairs at most")
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("How alike the two crops of a transitive pair are", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,13 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("studies", nargs="+", type=Path, help="study folders (their --out)")
     parser.add_argument("--labels", nargs="+", help="one name per study (default: folder names)")
     parser.add_argument("--out", type=Path, help="write results.md and results.json here")
+    parser.add_argument("--chart", type=Path, help="write the similarities' distributions here (PNG)")
     args = parser.parse_args(argv)
     labels = args.labels or [s.name for s in args.studies]
     if len(labels) != len(args.studies):
         parser.error("give one label per study")
     results = {label: {"study": str(study), **likeness(study / "work")}
                for label, study in zip(labels, args.studies)}
-    names = list(DESCRIPTORS) + ["graph's embedding"]
+    names = list(SIMILARITIES)
     md = ["Transitive pairs: their share on one category / instance (rendered ground truth), and "
           "the cosine similarity of their two crops (quartiles 25 / 50 / 75 %).", "",
           "| transitive pairs | scored | one category | one instance | " + " | ".join(names) + " |",
@@ -108,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     md += ["", f"Embedding: {', '.join(sorted({r.get('embedding', '-') for r in results.values()}))}.",
            f"Command: `{command}` (commit {commit})"]
     print("\n".join(md))
+    if args.chart:
+        chart(results, args.chart)
+    for r in results.values():
+        del r["values"]
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.md").write_text("\n".join(md) + "\n")

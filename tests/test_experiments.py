@@ -260,8 +260,10 @@ def test_study_smoke(tmp_path, capsys):
         assert liked["one_instance"] == pytest.approx(np.mean(instance[a] == instance[p]))
         for q in liked["similarity"].values():
             assert -1 <= q[0] <= q[1] <= q[2] <= 1.0001
-    assert likeness.main([str(out), "--labels", "any", "--out", str(tmp_path / "alike")]) == 0
+    assert likeness.main([str(out), "--labels", "any", "--out", str(tmp_path / "alike"),
+                          "--chart", str(tmp_path / "alike.png")]) == 0
     assert "| any | " in (tmp_path / "alike" / "results.md").read_text()
+    assert (tmp_path / "alike.png").stat().st_size > 0
 
     # --oracle-clusters: the clusters training reads are the categories, for every crop with
     # ground truth, and no other crop is in one.
