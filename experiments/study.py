@@ -349,6 +349,8 @@ def print_time_left(stages: Stages, trainings: list[tuple[int, str]], p: dict) -
         print(line, file=sys.stderr, flush=True)
 
 
+ALIKE_CHOICES = 5   # --alike-transitive draws among the crops this many most alike the anchor
+
 # The oracle ablations (a stage each): the positive they give, and what the arms then learn.
 ORACLES = {
     "oracle-transitive": ("a crop of another instance of the anchor's category",
@@ -357,6 +359,9 @@ ORACLES = {
                         "object identity across videos"),
     "random-transitive": ("a crop of another instance of any category",
                           "pairs a clustering at chance would make (the control for the mined ones)"),
+    "alike-transitive": (f"one of the {ALIKE_CHOICES} crops of other instances most alike the "
+                         "anchor in colour histogram",
+                         "positives chosen by likeness alone, blind to category"),
 }
 
 
@@ -381,21 +386,13 @@ def oracle_transitive(work: Path, same: str = "category", seed: int = 0) -> dict
     identity a perfect tracker across videos would give. ``any`` (--random-transitive): a crop
     of another instance of any category, the pairs of a clustering at chance. Rewrites the
     pairs of this study's own store (its --out); nothing else reads them."""
-    from sqlalchemy import bindparam, select, update
-
-    from vidmine.arrays import lookup_sorted
-    from vidmine.storage.schema import pairs
     from vidmine.storage.store import StorageConfig, Store
 
     rng = np.random.default_rng(seed)
     with Store(StorageConfig(workdir=str(work)), create=False) as store:
         truth = known_truth(store)
         ids, instance, category = truth.ids, truth.instance, truth.category
-        with store.index.read() as conn:
-            rows = conn.execute(select(pairs.c.id, pairs.c.anchor).where(
-                pairs.c.kind == "transitive")).all()
-        pair_id = np.array([r[0] for r in rows], np.int64)
-        anchor = lookup_sorted(ids, np.array([r[1] for r in rows], np.int64))
+        pair_id, anchor = transitive_anchors(store, ids)
         # Crops grouped by the label; a positive is redrawn until it is another instance
         # (category, any) or another crop (instance).
         group = {"category": category, "instance": instance,
@@ -413,16 +410,70 @@ def oracle_transitive(work: Path, same: str = "category", seed: int = 0) -> dict
                 ok = other[draw] != other[anchor[todo]]
                 positive[todo[ok]] = draw[ok]
                 todo = todo[~ok]
-        keep = positive >= 0
-        with store.index.write() as conn:
-            stmt = (update(pairs).where(pairs.c.id == bindparam("_id"))
-                    .values(positive=bindparam("_positive")))
-            conn.execute(stmt, [{"_id": int(i), "_positive": int(ids[j])}
-                                for i, j in zip(pair_id[keep], positive[keep])])
-            dropped = pair_id[~keep]
-            if len(dropped):   # anchors without ground truth: no oracle positive exists
-                conn.execute(pairs.delete().where(pairs.c.id.in_(dropped.tolist())))
+        return rewrite_positives(store, pair_id, ids, positive)
+
+
+def transitive_anchors(store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ids of the store's transitive pairs and their anchors' rows in ``ids`` (-1: none)."""
+    from sqlalchemy import select
+
+    from vidmine.arrays import lookup_sorted
+    from vidmine.storage.schema import pairs
+
+    with store.index.read() as conn:
+        rows = conn.execute(select(pairs.c.id, pairs.c.anchor).where(
+            pairs.c.kind == "transitive")).all()
+    return (np.array([r[0] for r in rows], np.int64),
+            lookup_sorted(ids, np.array([r[1] for r in rows], np.int64)))
+
+
+def rewrite_positives(store, pair_id: np.ndarray, ids: np.ndarray, positive: np.ndarray) -> dict:
+    """Each pair's positive becomes crop ``ids[positive]``; pairs without one (-1) go."""
+    from sqlalchemy import bindparam, update
+
+    from vidmine.storage.schema import pairs
+
+    keep = positive >= 0
+    with store.index.write() as conn:
+        stmt = (update(pairs).where(pairs.c.id == bindparam("_id"))
+                .values(positive=bindparam("_positive")))
+        conn.execute(stmt, [{"_id": int(i), "_positive": int(ids[j])}
+                            for i, j in zip(pair_id[keep], positive[keep])])
+        dropped = pair_id[~keep]
+        if len(dropped):   # anchors without ground truth: no such positive exists
+            conn.execute(pairs.delete().where(pairs.c.id.in_(dropped.tolist())))
     return {"rewritten": int(keep.sum()), "dropped": int((~keep).sum())}
+
+
+
+def alike_transitive(work: Path, seed: int = 0) -> dict:
+    """--alike-transitive: every transitive pair keeps its anchor and gets as positive one of
+    the ALIKE_CHOICES crops of other instances most alike it in colour histogram (cosine),
+    drawn at random: positives chosen by likeness alone, blind to category."""
+    from vidmine.descriptors import colour_histogram, l2_normalize
+    from vidmine.storage.store import StorageConfig, Store
+
+    rng = np.random.default_rng(seed)
+    with Store(StorageConfig(workdir=str(work)), create=False) as store:
+        truth = known_truth(store)
+        pair_id, anchor = transitive_anchors(store, truth.ids)
+        known = np.flatnonzero(truth.category >= 0)
+        images = store.load_crops(truth.ids[known], job="alike-transitive")
+        known = known[np.isin(truth.ids[known], np.fromiter(images, np.int64))]
+        hist = l2_normalize(colour_histogram([images[int(i)] for i in truth.ids[known]]))
+        row_of = np.full(len(truth.ids), -1)
+        row_of[known] = np.arange(len(known))
+        positive = np.full(len(anchor), -1, np.int64)
+        todo = np.flatnonzero((anchor >= 0) & (row_of[np.maximum(anchor, 0)] >= 0))
+        choices = min(ALIKE_CHOICES, len(known) - 1)
+        for part in np.array_split(todo, max(1, len(todo) // 1024)) if choices > 0 else []:
+            sim = hist[row_of[anchor[part]]] @ hist.T   # parts of 1,024 anchors bound the memory
+            sim[truth.instance[anchor[part]][:, None] == truth.instance[known][None, :]] = -np.inf
+            top = np.argpartition(-sim, choices - 1, axis=1)[:, :choices]
+            pick = top[np.arange(len(part)), rng.integers(0, choices, len(part))]
+            other = np.isfinite(sim[np.arange(len(part)), pick])   # never the anchor's instance
+            positive[part[other]] = known[pick[other]]
+        return rewrite_positives(store, pair_id, truth.ids, positive)
 
 
 def oracle_clusters(work: Path) -> dict:
@@ -742,7 +793,7 @@ RESULT_SETTINGS = (*OVERRIDABLE, "lr", "warmup_steps", "cpu_augment")
 
 # Settings a folder made before they existed was made with.
 SETTINGS_ADDED_LATER = {"train_objects": 300, "oracle_instance": False, "oracle_clusters": False,
-                        "random_transitive": False}
+                        "random_transitive": False, "alike_transitive": False}
 
 
 def settings_changes(old: dict, new: dict) -> list[str]:
@@ -757,7 +808,8 @@ def check_settings(out: Path, p: dict, args) -> dict:
                 "oracle_transitive": bool(args.oracle_transitive),
                 "oracle_instance": bool(args.oracle_instance),
                 "oracle_clusters": bool(args.oracle_clusters),
-                "random_transitive": bool(args.random_transitive), **{k: p[k] for k in RESULT_SETTINGS}}
+                "random_transitive": bool(args.random_transitive),
+                "alike_transitive": bool(args.alike_transitive), **{k: p[k] for k in RESULT_SETTINGS}}
     path = out / "state" / "settings.json"
     if not path.is_file():
         path.write_text(json.dumps(settings, indent=2))
@@ -806,6 +858,8 @@ def run_study(args) -> Path:
     if args.random_transitive:
         state["random-transitive"] = stages.run("random-transitive",
                                                 lambda: oracle_transitive(work, "any"))
+    if args.alike_transitive:
+        state["alike-transitive"] = stages.run("alike-transitive", lambda: alike_transitive(work))
     ris, retrieval = [], []
     for kind, acc in (("ris", ris), ("retrieval", retrieval)):
         result = stages.run(f"floors-{kind}", lambda k=kind: evaluate(
@@ -861,6 +915,9 @@ def build_parser() -> argparse.ArgumentParser:
     oracle.add_argument("--random-transitive", action="store_true",
                         help="control: replace each transitive pair's positive by a crop of "
                              "another instance of any category, drawn at random (pairs at chance)")
+    oracle.add_argument("--alike-transitive", action="store_true",
+                        help="control: replace each transitive pair's positive by one of the crops "
+                             "of other instances most alike the anchor in colour histogram")
     parser.add_argument("--oracle-clusters", action="store_true",
                         help="with --oracle-transitive: the graph's clusters become the rendered "
                              "categories too, so the negatives training leaves out (the triplet "

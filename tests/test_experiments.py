@@ -241,8 +241,10 @@ def test_study_smoke(tmp_path, capsys):
         return ids, instance, category, a, p
 
     likeness = _load(STUDY.with_name("pair_likeness.py"))
-    for same in ("category", "instance", "any"):
-        done = study.oracle_transitive(out / "work", same)
+    alike = {}
+    for same in ("category", "instance", "any", "alike"):
+        done = (study.alike_transitive(out / "work") if same == "alike"
+                else study.oracle_transitive(out / "work", same))
         ids, instance, category, a, p = transitive_labels()
         assert done["rewritten"] == len(a) > 0
         assert (category[a] >= 0).all() and (category[p] >= 0).all()
@@ -250,9 +252,9 @@ def test_study_smoke(tmp_path, capsys):
             assert (category[a] == category[p]).all() and (instance[a] != instance[p]).all()
         elif same == "instance":
             assert (instance[a] == instance[p]).all() and (ids[a] != ids[p]).all()
-        else:   # --random-transitive: another instance, whatever its category
+        else:   # --random-transitive, --alike-transitive: another instance, whatever its category
             assert (instance[a] != instance[p]).all()
-            assert (category[a] != category[p]).any()
+            assert (category[a] != category[p]).any() or same == "alike"
         # experiments/pair_likeness.py reads the same pairs and labels
         liked = likeness.likeness(out / "work")
         assert liked["pairs"] == len(a)
@@ -260,6 +262,8 @@ def test_study_smoke(tmp_path, capsys):
         assert liked["one_instance"] == pytest.approx(np.mean(instance[a] == instance[p]))
         for q in liked["similarity"].values():
             assert -1 <= q[0] <= q[1] <= q[2] <= 1.0001
+        alike[same] = liked["similarity"]["colour histogram"][1]
+    assert alike["alike"] > alike["any"]   # the most alike in colour, not a random draw
     assert likeness.main([str(out), "--labels", "any", "--out", str(tmp_path / "alike"),
                           "--chart", str(tmp_path / "alike.png")]) == 0
     assert "| any | " in (tmp_path / "alike" / "results.md").read_text()
