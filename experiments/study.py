@@ -351,7 +351,8 @@ def print_time_left(stages: Stages, trainings: list[tuple[int, str]], p: dict) -
 
 ALIKE_CHOICES = 5   # --alike-transitive draws among the crops this many most alike the anchor
 
-# The oracle ablations (a stage each): the positive they give, and what the arms then learn.
+# The ground-truth rewrites of transitive positives (a stage each): the positive they give,
+# and what the arms then learn.
 ORACLES = {
     "oracle-transitive": ("a crop of another instance of the anchor's category",
                           "pairs a perfect clustering would make"),
