@@ -358,7 +358,7 @@ ORACLES = {
                           "pairs a perfect clustering would make"),
     "oracle-instance": ("another crop of the anchor's own instance, from any video",
                         "object identity across videos"),
-    "random-transitive": ("a crop of another instance of any category",
+    "random-transitive": ("a crop of another instance of any category, drawn at random",
                           "pairs a clustering at chance would make (the control for the mined ones)"),
     "alike-transitive": (f"one of the {ALIKE_CHOICES} crops of other instances most alike the "
                          "anchor in colour histogram",
@@ -739,8 +739,8 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
         if stage in state:
             o = state[stage]
             md += ["", f"**Ablation `--{stage}`**: every transitive pair's positive was replaced "
-                   f"by {positive}, drawn from the ground truth ({o['rewritten']} pairs; {o['dropped']} "
-                   f"without one dropped): the transitive arms train on {meaning}."]
+                   f"by {positive}, by the rendered ground truth ({o['rewritten']} pairs; "
+                   f"{o['dropped']} without one dropped): the transitive arms train on {meaning}."]
     if "oracle-clusters" in state:
         o = state["oracle-clusters"]
         md += ["", f"**Ablation `--oracle-clusters`**: the graph's clusters are the rendered "
@@ -907,18 +907,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--deadline-min", type=float, default=None,
                         help="start no new stage after this many minutes (run again to go on)")
     oracle = parser.add_mutually_exclusive_group()
-    oracle.add_argument("--oracle-transitive", action="store_true",
-                        help="ablation: replace each transitive pair's positive by a crop of "
-                             "another instance of the anchor's category (rendered ground truth)")
-    oracle.add_argument("--oracle-instance", action="store_true",
-                        help="ablation: replace each transitive pair's positive by another crop "
-                             "of the anchor's own instance, from any video (rendered ground truth)")
-    oracle.add_argument("--random-transitive", action="store_true",
-                        help="control: replace each transitive pair's positive by a crop of "
-                             "another instance of any category, drawn at random (pairs at chance)")
-    oracle.add_argument("--alike-transitive", action="store_true",
-                        help="control: replace each transitive pair's positive by one of the crops "
-                             "of other instances most alike the anchor in colour histogram")
+    for stage, (positive, _) in ORACLES.items():
+        oracle.add_argument(f"--{stage}", action="store_true", help=f"ablation: replace each "
+                            f"transitive pair's positive by {positive} (rendered ground truth)")
     parser.add_argument("--oracle-clusters", action="store_true",
                         help="with --oracle-transitive: the graph's clusters become the rendered "
                              "categories too, so the negatives training leaves out (the triplet "
