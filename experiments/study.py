@@ -351,18 +351,23 @@ def print_time_left(stages: Stages, trainings: list[tuple[int, str]], p: dict) -
 
 ALIKE_CHOICES = 5   # --alike-transitive draws among the crops this many most alike the anchor
 
-# The ground-truth rewrites of transitive positives (a stage each): the positive they give,
-# and what the arms then learn.
+# The ground-truth rewrites of transitive positives, each an option and a stage of its own
+# (one at most): the positive they give, what the arms then learn, and the rewrite of a work
+# directory.
 ORACLES = {
     "oracle-transitive": ("a crop of another instance of the anchor's category",
-                          "pairs a perfect clustering would make"),
+                          "pairs a perfect clustering would make",
+                          lambda work: oracle_transitive(work, "category")),
     "oracle-instance": ("another crop of the anchor's own instance, from any video",
-                        "object identity across videos"),
+                        "object identity across videos",
+                        lambda work: oracle_transitive(work, "instance")),
     "random-transitive": ("a crop of another instance of any category, drawn at random",
-                          "pairs a clustering at chance would make (the control for the mined ones)"),
+                          "pairs a clustering at chance would make (the control for the mined ones)",
+                          lambda work: oracle_transitive(work, "any")),
     "alike-transitive": (f"one of the {ALIKE_CHOICES} crops of other instances most alike the "
                          "anchor in colour histogram",
-                         "positives chosen by likeness alone, blind to category"),
+                         "positives chosen by likeness alone, blind to category",
+                         lambda work: alike_transitive(work)),
 }
 
 
@@ -444,7 +449,6 @@ def rewrite_positives(store, pair_id: np.ndarray, ids: np.ndarray, positive: np.
         if len(dropped):   # anchors without ground truth: no such positive exists
             conn.execute(pairs.delete().where(pairs.c.id.in_(dropped.tolist())))
     return {"rewritten": int(keep.sum()), "dropped": int((~keep).sum())}
-
 
 
 def alike_transitive(work: Path, seed: int = 0) -> dict:
@@ -735,7 +739,7 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
                                         if q.get(k) and q[k]["right"] is not None else "-"
                                         for k in QUALITY_COLUMNS) + " |"
            for label, q in pair_quality_rows(state, made.get("parts", []))]
-    for stage, (positive, meaning) in ORACLES.items():
+    for stage, (positive, meaning, _) in ORACLES.items():
         if stage in state:
             o = state[stage]
             md += ["", f"**Ablation `--{stage}`**: every transitive pair's positive was replaced "
@@ -793,8 +797,8 @@ RESULT_SETTINGS = (*OVERRIDABLE, "lr", "warmup_steps", "cpu_augment")
 
 
 # Settings a folder made before they existed was made with.
-SETTINGS_ADDED_LATER = {"train_objects": 300, "oracle_instance": False, "oracle_clusters": False,
-                        "random_transitive": False, "alike_transitive": False}
+GROUND_TRUTH_OPTIONS = (*(stage.replace("-", "_") for stage in ORACLES), "oracle_clusters")
+SETTINGS_ADDED_LATER = {"train_objects": 300, **dict.fromkeys(GROUND_TRUTH_OPTIONS, False)}
 
 
 def settings_changes(old: dict, new: dict) -> list[str]:
@@ -806,11 +810,8 @@ def check_settings(out: Path, p: dict, args) -> dict:
     """Stages are found by name, so resuming a folder with other settings would silently reuse
     results made with the old ones: the first run's settings are kept and a change refused."""
     settings = {"scale": args.scale, "tracker": args.tracker,
-                "oracle_transitive": bool(args.oracle_transitive),
-                "oracle_instance": bool(args.oracle_instance),
-                "oracle_clusters": bool(args.oracle_clusters),
-                "random_transitive": bool(args.random_transitive),
-                "alike_transitive": bool(args.alike_transitive), **{k: p[k] for k in RESULT_SETTINGS}}
+                **{option: bool(getattr(args, option)) for option in GROUND_TRUTH_OPTIONS},
+                **{k: p[k] for k in RESULT_SETTINGS}}
     path = out / "state" / "settings.json"
     if not path.is_file():
         path.write_text(json.dumps(settings, indent=2))
@@ -848,19 +849,11 @@ def run_study(args) -> Path:
             cli, work, boot, "triplet", "intra:1", p["bootstrap_steps"], 0, p))
         state["graph-bootstrap"] = stages.run("graph-bootstrap", lambda: graph(
             cli, work, p, model=str(boot / "final.pt")))
-    if args.oracle_transitive:
-        state["oracle-transitive"] = stages.run("oracle-transitive",
-                                                lambda: oracle_transitive(work, "category"))
-    if args.oracle_clusters:
+    for stage, (_, _, rewrite) in ORACLES.items():
+        if getattr(args, stage.replace("-", "_")):
+            state[stage] = stages.run(stage, lambda r=rewrite: r(work))
+    if args.oracle_clusters:   # after --oracle-transitive's rewrite, which it goes with
         state["oracle-clusters"] = stages.run("oracle-clusters", lambda: oracle_clusters(work))
-    if args.oracle_instance:
-        state["oracle-instance"] = stages.run("oracle-instance",
-                                              lambda: oracle_transitive(work, "instance"))
-    if args.random_transitive:
-        state["random-transitive"] = stages.run("random-transitive",
-                                                lambda: oracle_transitive(work, "any"))
-    if args.alike_transitive:
-        state["alike-transitive"] = stages.run("alike-transitive", lambda: alike_transitive(work))
     ris, retrieval = [], []
     for kind, acc in (("ris", ris), ("retrieval", retrieval)):
         result = stages.run(f"floors-{kind}", lambda k=kind: evaluate(
@@ -907,7 +900,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--deadline-min", type=float, default=None,
                         help="start no new stage after this many minutes (run again to go on)")
     oracle = parser.add_mutually_exclusive_group()
-    for stage, (positive, _) in ORACLES.items():
+    for stage, (positive, _, _) in ORACLES.items():
         oracle.add_argument(f"--{stage}", action="store_true", help=f"ablation: replace each "
                             f"transitive pair's positive by {positive} (rendered ground truth)")
     parser.add_argument("--oracle-clusters", action="store_true",
