@@ -186,13 +186,15 @@ class Cli:
         # installed (a bare GPU machine with the dependencies carried as wheels).
         return [sys.executable, "-m", MODULES[name], *argv]
 
-    def synth(self, folder: Path, n: int, objects: int, base_seed: int, parallel: int) -> None:
+    def synth(self, folder: Path, n: int, objects: int, base_seed: int, parallel: int,
+              options: list[str] = ()) -> None:
         """``n`` synthetic videos of solids drawn from ``objects`` training instances, from up
-        to ``parallel`` generator calls with distinct seeds (one generator call is one process)."""
+        to ``parallel`` generator calls with distinct seeds (one generator call is one process),
+        each with the synth ``options``."""
         chunks = [c for c in np.array_split(np.arange(n), max(1, min(parallel, n))) if len(c)]
         specs = [["synth", str(folder), "--videos", str(len(c)), "--seed", str(base_seed + i),
                   "--kind", "solids", "--pool", "train",
-                  "--pool-size", str(objects)] for i, c in enumerate(chunks)]
+                  "--pool-size", str(objects), *options] for i, c in enumerate(chunks)]
         if self.in_process:
             for argv in specs:
                 self("vidmine-mine", *argv)
@@ -240,19 +242,22 @@ class Stages:
 
 # -- data ------------------------------------------------------------------------------------
 
-def prepare_data(cli: Cli, out: Path, p: dict) -> dict:
+def prepare_data(cli: Cli, out: Path, p: dict, category_look: bool = False) -> dict:
     """Training videos of solids from the train pool, and the invariance sets rendered from
-    held-out solids (the other pool: no training video contains them)."""
+    held-out solids (the other pool: no training video contains them); with
+    ``category_look`` the objects of a category share a material in both."""
     photos = ROOT.parent / "shared" / "data" / "images"
     videos = out / "videos"
     shutil.rmtree(videos, ignore_errors=True)
     videos.mkdir(parents=True)
-    cli.synth(videos, p["synth_train"], p["train_objects"], 100, p["mine_workers"])
+    look = ["--category-look"] if category_look else []
+    cli.synth(videos, p["synth_train"], p["train_objects"], 100, p["mine_workers"], look)
     manifest = cli("vidmine-mine", "synth-sets", out / "sets", "--objects-per-category",
-                   p["objects_per_category"], "--json")
+                   p["objects_per_category"], *look, "--json")
     # textures are cut from these photos when they exist (procedural patterns otherwise)
     return {"texture_photos": len(list(photos.glob("*.jpg"))), "videos": p["synth_train"],
-            "train_objects": p["train_objects"], "environment": environment(),
+            "train_objects": p["train_objects"], "category_look": category_look,
+            "environment": environment(),
             "sets": manifest["kinds"], "retrieval": manifest["retrieval"]}
 
 
@@ -725,7 +730,9 @@ def write_results(out: Path, args, p: dict, state: dict, ris: list[dict],
            f"{p['bootstrap_steps']} steps; seeds {' '.join(map(str, seeds))} (asked: "
            f"{' '.join(map(str, args.seeds))}); mining tracker {args.tracker}.", "",
            f"Training data: {state['data']['videos']} rendered videos of solids (train pool; "
-           f"textures from {state['data']['texture_photos']} photos, 0: procedural only): "
+           f"textures from {state['data']['texture_photos']} photos, 0: procedural only"
+           + ("; objects of a category share a material" if state["data"].get("category_look")
+              else "") + "): "
            f"{mined['videos']['done']} mined, {mined['tracks']} tracks, {mined['crops']} crops. "
            + pairs_line(state),
            *(["", f"Data rendered on: {environment_line(state['data']['environment'])}."]
@@ -798,7 +805,9 @@ RESULT_SETTINGS = (*OVERRIDABLE, "lr", "warmup_steps", "cpu_augment")
 
 # Settings a folder made before they existed was made with.
 GROUND_TRUTH_OPTIONS = (*(stage.replace("-", "_") for stage in ORACLES), "oracle_clusters")
-SETTINGS_ADDED_LATER = {"train_objects": 300, **dict.fromkeys(GROUND_TRUTH_OPTIONS, False)}
+DATA_OPTIONS = ("category_look",)
+SETTINGS_ADDED_LATER = {"train_objects": 300,
+                        **dict.fromkeys((*GROUND_TRUTH_OPTIONS, *DATA_OPTIONS), False)}
 
 
 def settings_changes(old: dict, new: dict) -> list[str]:
@@ -810,7 +819,8 @@ def check_settings(out: Path, p: dict, args) -> dict:
     """Stages are found by name, so resuming a folder with other settings would silently reuse
     results made with the old ones: the first run's settings are kept and a change refused."""
     settings = {"scale": args.scale, "tracker": args.tracker,
-                **{option: bool(getattr(args, option)) for option in GROUND_TRUTH_OPTIONS},
+                **{option: bool(getattr(args, option))
+                   for option in (*GROUND_TRUTH_OPTIONS, *DATA_OPTIONS)},
                 **{k: p[k] for k in RESULT_SETTINGS}}
     path = out / "state" / "settings.json"
     if not path.is_file():
@@ -835,7 +845,7 @@ def run_study(args) -> Path:
     commits(out)
     work, sets = out / "work", out / "sets"
 
-    state = {"data": stages.run("data", lambda: prepare_data(cli, out, p))}
+    state = {"data": stages.run("data", lambda: prepare_data(cli, out, p, args.category_look))}
     state["mine-train"] = stages.run("mine-train", lambda: mine(
         cli, out / "videos", work, p["mine_workers"], args.tracker))
     # The paper's bootstrap: a network trained on tracking (intra pairs) replaces the
@@ -907,6 +917,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --oracle-transitive: the graph's clusters become the rendered "
                              "categories too, so the negatives training leaves out (the triplet "
                              "loss's; MoCo's with --queue-exclude cluster) are the anchor's category")
+    parser.add_argument("--category-look", action="store_true",
+                        help="data: every object of a category wears the category's material "
+                             "(own hues per face), in training videos and held-out sets alike, "
+                             "so transitive pairs on one category can look alike")
     parser.add_argument("--in-process", action="store_true",
                         help="call the CLIs' main() here instead of in fresh processes "
                              "(saves ~7 s of imports per call: for smoke checks)")

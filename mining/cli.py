@@ -147,7 +147,10 @@ def cmd_synth(args) -> int:
     if args.kind == "solids" and args.pool_size < SOLIDS_PER_VIDEO:
         raise UsageError(f"--pool-size {args.pool_size} is too small: each video shows "
                          f"{SOLIDS_PER_VIDEO} different solids")
-    extra = {"pool": args.pool, "pool_size": args.pool_size} if args.kind == "solids" else {}
+    if args.category_look and args.kind != "solids":
+        raise UsageError("--category-look needs --kind solids (flat videos have no categories)")
+    extra = ({"pool": args.pool, "pool_size": args.pool_size, "category_look": args.category_look}
+             if args.kind == "solids" else {})
     paths = generate_dataset(args.out_dir, n_videos=args.videos, seed=args.seed, kind=args.kind,
                              **extra)
     emit(args, {"videos": [str(p) for p in paths]}, "\n".join(map(str, paths)))
@@ -156,7 +159,8 @@ def cmd_synth(args) -> int:
 
 def cmd_synth_sets(args) -> int:
     from .evalsets import render_sets
-    manifest = render_sets(args.out_dir, per_category=args.objects_per_category, seed=args.seed)
+    manifest = render_sets(args.out_dir, per_category=args.objects_per_category, seed=args.seed,
+                           category_look=args.category_look)
     lines = [f"{kind:>13}: {e['images']} images, {e['sets']} sets, {e['classes']} classes"
              for kind, e in manifest["kinds"].items()]
     r = manifest["retrieval"]
@@ -164,6 +168,10 @@ def cmd_synth_sets(args) -> int:
                  f"{r['renders']} renders each")
     emit(args, manifest, "\n".join(lines) + f"\nwritten to {args.out_dir}")
     return 0
+
+
+CATEGORY_LOOK_HELP = ("solids: every object of a category wears the category's one material "
+                      "(own hues per face), so a category looks alike, not only shaped alike")
 
 
 def build_parser():
@@ -198,11 +206,13 @@ def build_parser():
     p.add_argument("--pool-size", type=count, default=300,
                    help="solids: how many distinct instances the videos draw their objects from "
                         "(three per video; more videos of a small pool repeat the same objects)")
+    p.add_argument("--category-look", action="store_true", help=CATEGORY_LOOK_HELP)
     p = add_command(commands, "synth-sets", cmd_synth_sets,
                     "render invariance sets of held-out solids (for vidmine-eval)", store=False)
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--objects-per-category", type=count, default=8)
     p.add_argument("--seed", type=natural, default=0)
+    p.add_argument("--category-look", action="store_true", help=CATEGORY_LOOK_HELP)
     return parser
 
 

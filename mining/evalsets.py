@@ -111,9 +111,10 @@ class Studio:
         return out
 
 
-def held_out_objects(per_category: int, images_dir: Path | None) -> list[Solid]:
+def held_out_objects(per_category: int, images_dir: Path | None,
+                     category_look: bool = False) -> list[Solid]:
     """``per_category`` held-out instances of every category (ids 0, 1, ... of the pool)."""
-    return [pool_object("heldout", k, images_dir, CATEGORIES[k % len(CATEGORIES)])
+    return [pool_object("heldout", k, images_dir, CATEGORIES[k % len(CATEGORIES)], category_look)
             for k in range(per_category * len(CATEGORIES))]
 
 
@@ -123,13 +124,16 @@ def _base_orientation(solid: Solid) -> np.ndarray:
 
 
 def render_sets(out: str | Path, per_category: int = 8, seed: int = 0,
-                images_dir: Path | None = None, renders: int = 3, views: int = 6) -> dict:
-    """Write every set under ``out`` (replacing what is there); return the manifest."""
+                images_dir: Path | None = None, renders: int = 3, views: int = 6,
+                category_look: bool = False) -> dict:
+    """Write every set under ``out`` (replacing what is there); return the manifest.
+    ``category_look``: objects of a category share a material, as in training videos
+    rendered with it (``synthetic.texture_source``)."""
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
     studio = Studio(seed, images_dir)
-    solids = held_out_objects(per_category, images_dir)
+    solids = held_out_objects(per_category, images_dir, category_look)
     fixed_light = Light(light_direction(math.radians(-30), math.radians(40)))
     counts: dict[str, dict] = {}
 
@@ -178,6 +182,7 @@ def render_sets(out: str | Path, per_category: int = 8, seed: int = 0,
                 img, _ = studio.shoot(solid, view, fixed_light, studio.plain())
                 save("instance", category, f"azimuth{90 * b + 20:03d}", n, img)
     manifest = {"format": FORMAT, "seed": seed, "objects_per_category": per_category,
+                "category_look": category_look,
                 "objects": [{"instance": s.object_id, "category": s.category} for s in solids],
                 "kinds": {k: {"path": k, "images": c["images"], "sets": len(c["sets"]),
                               "classes": len(c["classes"])} for k, c in counts.items()

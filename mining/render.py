@@ -92,8 +92,8 @@ def _parts(category: str, rng: np.random.Generator) -> list[Primitive]:
 
 def make_solid(object_id: int, textures, category: str | None = None) -> Solid:
     """Instance ``object_id`` (its shape and textures follow from the id alone). ``textures``
-    is a callable ``(rng, n) -> list of n RGB uint8 images``; a category is drawn when not
-    given."""
+    is a callable ``(rng, n, category) -> list of n RGB uint8 images``
+    (``synthetic.texture_source``); a category is drawn when not given."""
     rng = np.random.default_rng([object_id, 7])
     category = category or CATEGORIES[int(rng.integers(len(CATEGORIES)))]
     parts = _parts(category, rng)  # built along z: its axis (cylinder, cone, ...) is z
@@ -104,7 +104,7 @@ def make_solid(object_id: int, textures, category: str | None = None) -> Solid:
         p.rotation = tilt @ p.rotation
         p.first_texture = n_tex
         n_tex += TEXTURES_OF[p.kind]
-    images = textures(rng, n_tex)
+    images = textures(rng, n_tex, category)
     atlas = np.concatenate([cv2.resize(im, (TEXTURE_SIDE, TEXTURE_SIDE), interpolation=cv2.INTER_AREA)
                             for im in images]).astype(np.float32) / 255.0
     return Solid(object_id, category, parts, atlas, tilt)

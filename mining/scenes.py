@@ -25,12 +25,14 @@ SOLIDS_PER_VIDEO = 3
 
 
 def pool_object(pool: str, k: int, images_dir: Path | None = None,
-                category: str | None = None) -> Solid:
-    """Instance ``k`` of ``pool`` (its category drawn from its id unless given)."""
+                category: str | None = None, category_look: bool = False) -> Solid:
+    """Instance ``k`` of ``pool`` (its category drawn from its id unless given); with
+    ``category_look`` it wears its category's material (``synthetic.texture_source``)."""
     if pool not in POOLS:
         raise ValueError(f"unknown object pool {pool!r}; choose from {POOLS}")
     base = HELDOUT_BASE if pool == "heldout" else 0
-    return make_solid(base + k, texture_source(images_dir, pool), category)
+    return make_solid(base + k, texture_source(images_dir, pool, category_look=category_look),
+                      category)
 
 
 def light_direction(azimuth: float, elevation: float) -> np.ndarray:
@@ -50,8 +52,10 @@ def random_light(rng: np.random.Generator) -> tuple[tuple, np.ndarray]:
 def generate_solids_video(path: str | Path, seed: int = 0, n_objects: int = SOLIDS_PER_VIDEO,
                           width: int = 320, height: int = 240, fps: int = 25, seconds: float = 4.0,
                           images_dir: Path | None = None, pool: str = "train",
-                          pool_size: int = 300, pan_px: float = 1.2) -> GroundTruth:
-    """Write a video of ``n_objects`` solids from ``pool`` (H.264) and return its truth."""
+                          pool_size: int = 300, pan_px: float = 1.2,
+                          category_look: bool = False) -> GroundTruth:
+    """Write a video of ``n_objects`` solids from ``pool`` (H.264) and return its truth;
+    ``category_look``: objects of a category share a material (``pool_object``)."""
     if pool_size < n_objects:
         raise ValueError(f"a pool of {pool_size} solids cannot fill a video of {n_objects}")
     rng = np.random.default_rng([seed, 3])
@@ -59,7 +63,7 @@ def generate_solids_video(path: str | Path, seed: int = 0, n_objects: int = SOLI
     cam = Camera(width, height)
     f = cam.focal
     ids = rng.choice(pool_size, n_objects, replace=False)
-    solids = [pool_object(pool, int(k), images_dir) for k in ids]
+    solids = [pool_object(pool, int(k), images_dir, category_look=category_look) for k in ids]
 
     pan = rng.uniform(-1, 1, 2)
     pan = pan / (np.linalg.norm(pan) + 1e-9) * pan_px

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,22 +148,36 @@ def photo_pool(images_dir: Path | None, pool: str) -> list[Path]:
     return held if pool == "heldout" else [p for p in photos if p not in held]
 
 
-def texture_source(images_dir: Path | None = None, pool: str = "all", side: int = 64):
-    """``(rng, n) -> n`` RGB textures of ``side`` px for the faces of one object: all cut
-    from one material (a photo of ``pool``, or a procedural pattern), each from another
-    part of it, turned by a quarter turn at random, and each with its own hue. An object's
-    faces share their pattern and differ in colour, so colour alone does not tell that two
-    views show one object."""
+def texture_source(images_dir: Path | None = None, pool: str = "all", side: int = 64,
+                   category_look: bool = False):
+    """``(rng, n, category=None) -> n`` RGB textures of ``side`` px for the faces of one
+    object: all cut from one material (a photo of ``pool``, or a procedural pattern), each
+    from another part of it, turned by a quarter turn at random, and each with its own hue.
+    An object's faces share their pattern and differ in colour, so colour alone does not
+    tell that two views show one object.
+
+    By default each object draws its own material, so objects of one category share their
+    shape and nothing of their look. With ``category_look`` every object of a category cuts
+    its faces from that category's one material (one per category and pool), as real
+    objects of a kind share a look: objects of a category then look alike in pattern, still
+    not in colour (hues stay the object's own), and category becomes visible from one view."""
     photos = photo_pool(images_dir, pool)
 
-    def textures(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    def material(rng: np.random.Generator) -> np.ndarray:
         source = photos if photos and rng.random() < PHOTO_SHARE else []
-        material = _texture(rng, source, 3 * side, 3 * side, zoom=(1.5, 5.0))
+        return _texture(rng, source, 3 * side, 3 * side, zoom=(1.5, 5.0))
+
+    def textures(rng: np.random.Generator, n: int, category: str | None = None) -> list[np.ndarray]:
+        if category_look and category is not None:
+            # crc32, not hash(): the same material in every process and run
+            cloth = material(np.random.default_rng([zlib.crc32(f"{pool}/{category}".encode()), 17]))
+        else:
+            cloth = material(rng)
         hue, saturation = int(rng.integers(180)), rng.uniform(0.9, 1.6)
         out = []
         for _ in range(n):
             y, x = rng.integers(0, 2 * side + 1, 2)
-            face = np.rot90(material[y:y + side, x:x + side], int(rng.integers(4)))
+            face = np.rot90(cloth[y:y + side, x:x + side], int(rng.integers(4)))
             turn = hue + int(rng.integers(-FACE_HUE_SPREAD, FACE_HUE_SPREAD + 1))
             out.append(turn_hue(np.ascontiguousarray(face), rng, turn, saturation))
         return out

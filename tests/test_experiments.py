@@ -156,6 +156,8 @@ def test_study_smoke(tmp_path, capsys):
     # Other settings in the same folder are refused: its stages were made with the old ones.
     with pytest.raises(SystemExit, match="steps 2 -> 3"):
         study.main([*argv, "--steps", "3"])
+    with pytest.raises(SystemExit, match="category_look False -> True"):
+        study.main([*argv, "--category-look"])   # other data: every stage would differ
 
     # An ablation arm, named in --arms, trains with its own flags on the same data and graph.
     arm = "triplet-intra-transitive-nocolour"

@@ -128,6 +128,57 @@ def test_pools_of_objects_are_stable_and_apart():
         pool_object("test", 1)
 
 
+def _brightness_quantiles(solid) -> np.ndarray:
+    # HSV value: a hue turn or saturation change leaves it, so it shows the material alone
+    import cv2
+    value = cv2.cvtColor((solid.atlas * 255).astype(np.uint8), cv2.COLOR_RGB2HSV)[..., 2].ravel()
+    return np.quantile(value.astype(np.float64), np.linspace(0, 1, 101))
+
+
+@pytest.mark.parametrize("category_look", [False, True])
+def test_category_look_makes_a_category_alike_in_material_not_in_colour(category_look):
+    import itertools
+    solids = [pool_object("train", k, category=CATEGORIES[k % len(CATEGORIES)],
+                          category_look=category_look) for k in range(4 * len(CATEGORIES))]
+    material = [_brightness_quantiles(s) for s in solids]
+    hue = [float(np.mean(s.atlas[..., 0] - s.atlas[..., 2])) for s in solids]
+    same, other, same_hue = [], [], []
+    for i, j in itertools.combinations(range(len(solids)), 2):
+        gap = np.abs(material[i] - material[j]).mean()
+        if solids[i].category == solids[j].category:
+            same.append(gap)
+            same_hue.append(abs(hue[i] - hue[j]))
+        else:
+            other.append(gap)
+    ratio = np.mean(same) / np.mean(other)
+    if category_look:
+        assert ratio < 0.4, ratio   # one material per category
+        assert np.mean(same_hue) > 0.03   # hues stay each object's own
+    else:
+        assert ratio > 0.8, ratio   # by default a category shares its shape alone
+    # one object is the same in every process (the category's material is seeded stably)
+    again = pool_object("train", 0, category=CATEGORIES[0], category_look=category_look)
+    assert np.array_equal(again.atlas, solids[0].atlas)
+
+
+def test_category_look_reaches_videos_and_sets(tmp_path):
+    from vidmine.mining.cli import main as mine
+    from vidmine.mining.synthetic import GroundTruth
+    for look in ([], ["--category-look"]):
+        out = tmp_path / ("look" if look else "plain")
+        assert mine(["synth", str(out), "--videos", "1", "--kind", "solids", "--seed", "3",
+                     *look]) == 0
+    plain, look = (next((tmp_path / d).glob("*.mp4")).read_bytes() for d in ("plain", "look"))
+    assert plain != look
+    truth = [GroundTruth.from_json(json.loads(next((tmp_path / d).glob("*.truth.json")).read_text()))
+             for d in ("plain", "look")]
+    assert truth[0].objects == truth[1].objects   # same objects and motion, other materials
+    assert mine(["synth", str(tmp_path / "flat"), "--category-look"]) == 2
+    assert mine(["synth-sets", str(tmp_path / "sets"), "--objects-per-category", "1",
+                 "--category-look", "--json"]) == 0
+    assert json.loads((tmp_path / "sets" / "manifest.json").read_text())["category_look"] is True
+
+
 def test_pool_size_bounds_which_instances_videos_show(tmp_path):
     from vidmine.mining.cli import main as mine
     assert mine(["synth", str(tmp_path), "--videos", "3", "--kind", "solids", "--pool-size", "4",
