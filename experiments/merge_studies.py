@@ -51,9 +51,11 @@ def load(part: Path) -> dict:
 
 
 def settings_of(result: dict) -> dict:
-    # results.json records its settings since 2026-12-03; before, the preset holds them
-    return result.get("settings") or {"scale": result["scale"],
-                                      **{k: result["preset"][k] for k in study.RESULT_SETTINGS}}
+    # results.json records its settings since 2026-12-03; before, the preset holds them. A
+    # setting added later has the value every folder made before it was made with.
+    return {**study.SETTINGS_ADDED_LATER,
+            **(result.get("settings") or {"scale": result["scale"],
+                                          **{k: result["preset"][k] for k in study.RESULT_SETTINGS}})}
 
 
 # With --other-data, how far a part's data may be from the first part's.
