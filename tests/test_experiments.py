@@ -23,6 +23,16 @@ def _load(path: Path):
     return module
 
 
+def test_merge_reads_a_setting_added_later_as_older_folders_were_made():
+    merge = _load(STUDY.with_name("merge_studies.py"))
+    before = {"settings": {"scale": "cpu", "steps": 1000}}   # a folder made before the option
+    after = {"settings": {"scale": "cpu", "steps": 1000, "category_look": False}}
+    assert merge.settings_of(before) == merge.settings_of(after)
+    other = {"settings": {"scale": "cpu", "steps": 1000, "category_look": True}}
+    assert merge.study.settings_changes(merge.settings_of(before), merge.settings_of(other)) == [
+        "category_look False -> True"]
+
+
 @pytest.mark.slow
 def test_study_in_parts_without_bootstrap_merged(tmp_path):
     study, merge = _load(STUDY), _load(STUDY.with_name("merge_studies.py"))
