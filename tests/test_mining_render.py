@@ -28,7 +28,7 @@ CAM = Camera(160, 120)
 LIGHT = Light(np.array([0.0, 0.0, -1.0]))   # from the camera: a face turned to it is lit
 
 
-def _flat(rng, n):
+def _flat(rng, n, category=None):
     """Textures of one flat colour each, so a pixel's colour tells which face it shows."""
     return [np.full((8, 8, 3), 40 + 30 * k, np.uint8) for k in range(n)]
 
