@@ -101,13 +101,21 @@ ABLATION_ARMS = {
     "moco-transitive-nocolour-othertracks": ("moco", "transitive:1"),
     "moco-transitive-nocolour-otherclusters": ("moco", "transitive:1"),
     "moco-none-nocolour-otherclusters": ("moco", "none:1"),
+    # InfoNCE at a higher temperature (MoCo v2's is 0.2): a softer loss tolerates positives
+    # that are only alike (Wang & Liu 2021, the uniformity-tolerance dilemma), as a transitive
+    # positive, another object, is
+    "moco-none-nocolour-temp05": ("moco", "none:1"),
+    "moco-transitive-nocolour-temp05": ("moco", "transitive:1"),
+    "moco-none-nocolour-temp1": ("moco", "none:1"),
+    "moco-transitive-nocolour-temp1": ("moco", "transitive:1"),
 }
 ALL_ARMS = {**ARMS, **ABLATION_ARMS}
 # Training flags of an arm. ARM_FLAGS change the recipe, so an arm's plain-MoCo baseline is
 # the one with the same ARM_FLAGS; PAIR_FLAGS only choose which pairs of a source it uses.
 RECIPE_SUFFIXES = {"-nocolour": ("--no-colour-augment",), "-othervideos": ("--queue-exclude", "video"),
                    "-othertracks": ("--queue-exclude", "track"),
-                   "-otherclusters": ("--queue-exclude", "cluster")}
+                   "-otherclusters": ("--queue-exclude", "cluster"),
+                   "-temp05": ("--temperature", "0.5"), "-temp1": ("--temperature", "1.0")}
 ARM_FLAGS = {arm: flags for arm in ABLATION_ARMS
              if (flags := sum((f for s, f in RECIPE_SUFFIXES.items() if s in arm), ()))}
 PAIR_FLAGS = {"moco-tracker-far-nocolour": ("--min-gap", "15")}
