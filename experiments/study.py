@@ -108,6 +108,9 @@ ABLATION_ARMS = {
     "moco-transitive-nocolour-temp05": ("moco", "transitive:1"),
     "moco-none-nocolour-temp1": ("moco", "none:1"),
     "moco-transitive-nocolour-temp1": ("moco", "transitive:1"),
+    # the same at 2.5x the learning rate: InfoNCE's gradient scales with 1/temperature
+    "moco-none-nocolour-temp05-lr": ("moco", "none:1"),
+    "moco-transitive-nocolour-temp05-lr": ("moco", "transitive:1"),
 }
 ALL_ARMS = {**ARMS, **ABLATION_ARMS}
 # Training flags of an arm. ARM_FLAGS change the recipe, so an arm's plain-MoCo baseline is
@@ -115,7 +118,8 @@ ALL_ARMS = {**ARMS, **ABLATION_ARMS}
 RECIPE_SUFFIXES = {"-nocolour": ("--no-colour-augment",), "-othervideos": ("--queue-exclude", "video"),
                    "-othertracks": ("--queue-exclude", "track"),
                    "-otherclusters": ("--queue-exclude", "cluster"),
-                   "-temp05": ("--temperature", "0.5"), "-temp1": ("--temperature", "1.0")}
+                   "-temp05": ("--temperature", "0.5"), "-temp1": ("--temperature", "1.0"),
+                   "-lr": ("--lr", "0.75")}
 ARM_FLAGS = {arm: flags for arm in ABLATION_ARMS
              if (flags := sum((f for s, f in RECIPE_SUFFIXES.items() if s in arm), ()))}
 PAIR_FLAGS = {"moco-tracker-far-nocolour": ("--min-gap", "15")}
@@ -295,12 +299,13 @@ def graph(cli: Cli, work: Path, p: dict, model: str | None = None) -> dict:
 
 def train(cli: Cli, work: Path, run_dir: Path, objective: str, positives: str, steps: int,
           seed: int, p: dict, flags: tuple[str, ...] = ()) -> dict:
-    args = ["train", "--workdir", work, "--out", run_dir, "--objective", objective, *flags,
+    # The arm's flags come last, so that they override the preset's (the last flag wins).
+    args = ["train", "--workdir", work, "--out", run_dir, "--objective", objective,
             "--positives", positives, "--backbone", "resnet18", "--steps", steps,
             "--batch-size", p["batch_size"], "--image-size", p["image_size"], "--lr", p["lr"],
             "--warmup-steps", p["warmup_steps"], "--workers", p["workers"], "--seed", seed,
             "--cpu-augment", p["cpu_augment"],
-            "--checkpoint-every", 250, "--json"]
+            "--checkpoint-every", 250, "--json", *flags]
     if (run_dir / "last.pt").is_file():
         args.append("--resume")  # a run cut short continues its own schedule
     summary = cli("vidmine-train", *args)
