@@ -178,6 +178,12 @@ def test_study_smoke(tmp_path, capsys):
     assert saved["config"]["positives"] == "intra:1,transitive:1"
     assert {study.arm_of(r["model"]) for r in json.loads(
         (out / "results.json").read_text())["ris"]} == {arm, *study.FLOOR_NAMES}
+    # An arm's flags override the preset's, its learning rate included.
+    arm = "moco-none-nocolour-temp05-lr"
+    assert study.main([*argv, "--arms", arm]) == 0
+    saved = torch.load(out / "runs" / f"{arm}-s0" / "final.pt", map_location="cpu",
+                       weights_only=False)
+    assert (saved["config"]["temperature"], saved["config"]["lr"]) == (0.5, 0.75)
 
     # experiments/curve.py reads the runs back: one point per run, floors beside, a chart.
     curve = _load(CURVE)
