@@ -111,6 +111,11 @@ ABLATION_ARMS = {
     # the same at 2.5x the learning rate: InfoNCE's gradient scales with 1/temperature
     "moco-none-nocolour-temp05-lr": ("moco", "none:1"),
     "moco-transitive-nocolour-temp05-lr": ("moco", "transitive:1"),
+    # a second round that starts from the same seed's plain MoCo network (START_FROM): whether
+    # transitive pairs teach a network that already tells instances apart what they cannot
+    # teach one from scratch; its control is plain MoCo continued the same way
+    "moco-none-nocolour-fromnone": ("moco", "none:1"),
+    "moco-transitive-nocolour-fromnone": ("moco", "transitive:1"),
 }
 ALL_ARMS = {**ARMS, **ABLATION_ARMS}
 # Training flags of an arm. ARM_FLAGS change the recipe, so an arm's plain-MoCo baseline is
@@ -123,6 +128,10 @@ RECIPE_SUFFIXES = {"-nocolour": ("--no-colour-augment",), "-othervideos": ("--qu
 ARM_FLAGS = {arm: flags for arm in ABLATION_ARMS
              if (flags := sum((f for s, f in RECIPE_SUFFIXES.items() if s in arm), ()))}
 PAIR_FLAGS = {"moco-tracker-far-nocolour": ("--min-gap", "15")}
+# Arms whose trunk starts from another arm's final network of the same seed (--init; the heads,
+# queue and learning-rate schedule start afresh), which has to be trained first.
+START_FROM = {"moco-none-nocolour-fromnone": "moco-none-nocolour",
+              "moco-transitive-nocolour-fromnone": "moco-none-nocolour"}
 FLOOR_NAMES = ("untrained resnet18", "colour-histogram (floor)", "raw-pixels (floor)",
                "handcrafted (floor)")
 PRESETS = {
@@ -597,7 +606,8 @@ def claims(values: dict, sets: list[str], arms: list[str]) -> list[str]:
     def baseline(arm: str) -> str:
         """Plain MoCo trained the same way as ``arm`` (the same extra training flags)."""
         return next(a for a, spec in ALL_ARMS.items()
-                    if spec == ("moco", "none:1") and ARM_FLAGS.get(a) == ARM_FLAGS.get(arm))
+                    if spec == ("moco", "none:1") and ARM_FLAGS.get(a) == ARM_FLAGS.get(arm)
+                    and START_FROM.get(a) == START_FROM.get(arm))
 
     for inv, direction in (("viewpoint (rendered)", "above"), ("instance (rendered)", "above"),
                            ("occlusion (rendered)", "level")):
@@ -894,6 +904,11 @@ def run_study(args) -> Path:
             objective, positives = ALL_ARMS[arm]
             flags = ARM_FLAGS.get(arm, ()) + PAIR_FLAGS.get(arm, ())
             key, run_dir = f"train-{arm}-s{seed}", out / "runs" / f"{arm}-s{seed}"
+            if start := START_FROM.get(arm):
+                if not stages.done(f"train-{start}-s{seed}"):
+                    raise SystemExit(f"study: {arm} starts from the network of {start}: name "
+                                     f"{start} before it in --arms")
+                flags += ("--init", str(out / "runs" / f"{start}-s{seed}" / "final.pt"))
             if not stages.done(key):
                 print_time_left(stages, trainings, p)
             state[key] = stages.run(key, lambda r=run_dir, o=objective, ps=positives, s=seed,
