@@ -21,7 +21,8 @@ and triplet-inter-nocolour (one edge type alone, the 2017 paper's comparison),
 moco-intra-nocolour and triplet-tracker-nocolour (the other objective on those pairs), *-nocolour arms
 trained without colour jitter and grayscale, and *-othervideos / *-othertracks /
 *-otherclusters arms whose MoCo negatives come from other videos / other tracks / other
-tracks and graph clusters only (docs/study.md, "Ablation").
+tracks and graph clusters only, and *-fromnone arms that start from the same seed's
+moco-none-nocolour network (docs/study.md, "Ablation").
 Floors: an untrained network (one per seed), a colour histogram, raw 8x8 pixels and the
 hand-crafted descriptor.
 

@@ -184,6 +184,15 @@ def test_study_smoke(tmp_path, capsys):
     saved = torch.load(out / "runs" / f"{arm}-s0" / "final.pt", map_location="cpu",
                        weights_only=False)
     assert (saved["config"]["temperature"], saved["config"]["lr"]) == (0.5, 0.75)
+    # An arm that starts from another arm's network needs that network first, then takes it.
+    arm, start = "moco-transitive-nocolour-fromnone", "moco-none-nocolour"
+    with pytest.raises(SystemExit, match=f"starts from the network of {start}"):
+        study.main([*argv, "--arms", arm])
+    assert study.main([*argv, "--arms", start, arm]) == 0
+    saved = torch.load(out / "runs" / f"{arm}-s0" / "final.pt", map_location="cpu",
+                       weights_only=False)
+    assert saved["config"]["init"] == str(out / "runs" / f"{start}-s0" / "final.pt")
+    assert saved["config"]["positives"] == "transitive:1"
 
     # experiments/curve.py reads the runs back: one point per run, floors beside, a chart.
     curve = _load(CURVE)
@@ -348,13 +357,17 @@ def test_claims_compare_each_arm_with_plain_moco_trained_the_same_way():
               "moco-tracker-nocolour": {col: [43.0, 44.0, 45.0]},
               "moco-tracker": {col: [41.0, 42.0, 43.0]},
               "moco-none-nocolour-othervideos": {col: [40.0, 40.0, 40.0]},
-              "moco-tracker-nocolour-othervideos": {col: [42.0, 42.0, 42.0]}}
+              "moco-tracker-nocolour-othervideos": {col: [42.0, 42.0, 42.0]},
+              "moco-none-nocolour-fromnone": {col: [47.0, 47.0, 47.0]},
+              "moco-transitive-nocolour-fromnone": {col: [45.0, 45.0, 45.0]}}
     lines = study.claims(values, ["viewpoint (rendered)"], list(values)[len(floors):])
     above = "above {} by more than 2 sd: {}"
     assert ("- viewpoint (rendered): moco-tracker-nocolour "
             + above.format("moco-none-nocolour", "no (-1.0)")) in lines
     assert ("- viewpoint (rendered): moco-tracker-nocolour-othervideos "   # sd 0 on both sides
             + above.format("moco-none-nocolour-othervideos", "yes (+2.0)")) in lines
+    assert ("- viewpoint (rendered): moco-transitive-nocolour-fromnone "  # its control: same start
+            + above.format("moco-none-nocolour-fromnone", "no (-2.0)")) in lines
     assert ("- viewpoint (rendered): moco-tracker "    # +1.0 with an sd of 1.0: within noise
             + above.format("moco-none", "no, but in that direction (+1.0)")) in lines
     assert not any(line.startswith("- viewpoint (rendered): moco-none") for line in lines)
@@ -400,6 +413,7 @@ def test_turn_between_views():
     assert set_turns.min() == pytest.approx(25.0) and set_turns.max() == pytest.approx(180.0)
     study = _load(STUDY)
     assert set(study.PAIR_FLAGS) <= set(study.ABLATION_ARMS)
+    assert set(study.START_FROM) | set(study.START_FROM.values()) <= set(study.ALL_ARMS)
 
 
 def _processes_with(text: str) -> list[int]:
