@@ -359,7 +359,8 @@ def test_claims_compare_each_arm_with_plain_moco_trained_the_same_way():
               "moco-none-nocolour-othervideos": {col: [40.0, 40.0, 40.0]},
               "moco-tracker-nocolour-othervideos": {col: [42.0, 42.0, 42.0]},
               "moco-none-nocolour-fromnone": {col: [47.0, 47.0, 47.0]},
-              "moco-transitive-nocolour-fromnone": {col: [45.0, 45.0, 45.0]}}
+              "moco-transitive-nocolour-fromnone": {col: [45.0, 45.0, 45.0]},
+              "moco-transitive-nocolour-queue2048": {col: [44.0, 44.0, 44.0]}}
     lines = study.claims(values, ["viewpoint (rendered)"], list(values)[len(floors):])
     above = "above {} by more than 2 sd: {}"
     assert ("- viewpoint (rendered): moco-tracker-nocolour "
@@ -368,6 +369,11 @@ def test_claims_compare_each_arm_with_plain_moco_trained_the_same_way():
             + above.format("moco-none-nocolour-othervideos", "yes (+2.0)")) in lines
     assert ("- viewpoint (rendered): moco-transitive-nocolour-fromnone "  # its control: same start
             + above.format("moco-none-nocolour-fromnone", "no (-2.0)")) in lines
+    # no plain MoCo arm was trained with its flags: compared with the floors only
+    assert not any(line.startswith("- viewpoint (rendered): moco-transitive-nocolour-queue2048")
+                   for line in lines)
+    assert "  - Top-10: moco-transitive-nocolour-queue2048 above every floor by more than 2 sd: " \
+        "yes" in lines
     assert ("- viewpoint (rendered): moco-tracker "    # +1.0 with an sd of 1.0: within noise
             + above.format("moco-none", "no, but in that direction (+1.0)")) in lines
     assert not any(line.startswith("- viewpoint (rendered): moco-none") for line in lines)
