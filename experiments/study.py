@@ -611,7 +611,7 @@ def claims(values: dict, sets: list[str], arms: list[str]) -> list[str]:
         """Plain MoCo trained the same way as ``arm`` (the same extra training flags), or None
         where no arm is."""
         return next((a for a, spec in ALL_ARMS.items()
-                    if spec == ("moco", "none:1") and ARM_FLAGS.get(a) == ARM_FLAGS.get(arm)
+                     if spec == ("moco", "none:1") and ARM_FLAGS.get(a) == ARM_FLAGS.get(arm)
                      and START_FROM.get(a) == START_FROM.get(arm)), None)
 
     for inv, direction in (("viewpoint (rendered)", "above"), ("instance (rendered)", "above"),

@@ -191,7 +191,7 @@ def test_study_smoke(tmp_path, capsys):
     assert study.main([*argv, "--arms", start, arm]) == 0
     saved = torch.load(out / "runs" / f"{arm}-s0" / "final.pt", map_location="cpu",
                        weights_only=False)
-    assert saved["config"]["init"] == str(out / "runs" / f"{start}-s0" / "final.pt")
+    assert saved["config"]["init"] == str(out.resolve() / "runs" / f"{start}-s0" / "final.pt")
     assert saved["config"]["positives"] == "transitive:1"
 
     # experiments/curve.py reads the runs back: one point per run, floors beside, a chart.
