@@ -184,15 +184,6 @@ def test_study_smoke(tmp_path, capsys):
     saved = torch.load(out / "runs" / f"{arm}-s0" / "final.pt", map_location="cpu",
                        weights_only=False)
     assert (saved["config"]["temperature"], saved["config"]["lr"]) == (0.5, 0.75)
-    # An arm that starts from another arm's network needs that network first, then takes it.
-    arm, start = "moco-transitive-nocolour-fromnone", "moco-none-nocolour"
-    with pytest.raises(SystemExit, match=f"starts from the network of {start}"):
-        study.main([*argv, "--arms", arm])
-    assert study.main([*argv, "--arms", start, arm]) == 0
-    saved = torch.load(out / "runs" / f"{arm}-s0" / "final.pt", map_location="cpu",
-                       weights_only=False)
-    assert saved["config"]["init"] == str(out.resolve() / "runs" / f"{start}-s0" / "final.pt")
-    assert saved["config"]["positives"] == "transitive:1"
 
     # experiments/curve.py reads the runs back: one point per run, floors beside, a chart.
     curve = _load(CURVE)
@@ -207,6 +198,7 @@ def test_study_smoke(tmp_path, capsys):
     assert row in curve.table(points, floors, arm, metric)
     curve.plot(points, floors, arm, metric, tmp_path / "curve.png", x="videos")
     assert (tmp_path / "curve.png").stat().st_size > 0
+
     with pytest.raises(SystemExit, match="no 'viewpoint"):
         curve.load_points([out], "no-such-arm", metric)
 
@@ -246,6 +238,16 @@ def test_study_smoke(tmp_path, capsys):
     (tmp_path / "k10.json").write_text(json.dumps(report))
     with pytest.raises(SystemExit, match="differs"):
         by_k.load([str(floors_report), str(tmp_path / "k10.json")], "viewpoint")
+
+    # An arm that starts from another arm's network needs that network first, then takes it.
+    second, start = "moco-transitive-nocolour-fromnone", "moco-none-nocolour"
+    with pytest.raises(SystemExit, match=f"starts from the network of {start}"):
+        study.main([*argv, "--arms", second])
+    assert study.main([*argv, "--arms", start, second]) == 0
+    saved = torch.load(out / "runs" / f"{second}-s0" / "final.pt", map_location="cpu",
+                       weights_only=False)
+    assert saved["config"]["init"] == str(out.resolve() / "runs" / f"{start}-s0" / "final.pt")
+    assert saved["config"]["positives"] == "transitive:1"
 
     # The ground-truth ablations rewrite transitive positives: another instance of the anchor's
     # category, another crop of its own instance, or another instance of any category.
