@@ -607,7 +607,7 @@ def claims(values: dict, sets: list[str], arms: list[str]) -> list[str]:
                 lines.append(said + ("yes" if not lost else
                                      "no (not above " + ", ".join(lost) + ")"))
 
-    def baseline(arm: str) -> str:
+    def baseline(arm: str) -> str | None:
         """Plain MoCo trained the same way as ``arm`` (the same extra training flags), or None
         where no arm is."""
         return next((a for a, spec in ALL_ARMS.items()

@@ -198,7 +198,6 @@ def test_study_smoke(tmp_path, capsys):
     assert row in curve.table(points, floors, arm, metric)
     curve.plot(points, floors, arm, metric, tmp_path / "curve.png", x="videos")
     assert (tmp_path / "curve.png").stat().st_size > 0
-
     with pytest.raises(SystemExit, match="no 'viewpoint"):
         curve.load_points([out], "no-such-arm", metric)
 
