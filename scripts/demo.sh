@@ -4,11 +4,14 @@
 # train on transitive pairs -> evaluate beside floors that learn nothing, on rendered
 # objects no training video holds. Usage: scripts/demo.sh [VIDEO_DIR] (default: rendered
 # 3D solids turning out of plane; works without ../shared, with procedural textures).
+# Environment: DEMO_OUT (folder, demo-out), DEMO_STEPS (first network's steps, 400),
+# DEMO_VIDEOS (videos rendered, 24).
 set -euo pipefail
 BIN="${BIN:-.venv/bin}"
 OUT="${DEMO_OUT:-demo-out}"
 W="$OUT/work"
 STEPS="${DEMO_STEPS:-400}"
+N_VIDEOS="${DEMO_VIDEOS:-24}"
 VIDEOS="${1:-}"
 TRAIN=(--backbone resnet18 --image-size 32 --batch-size 64 --warmup-steps 20
        --workers 1 --checkpoint-every 1000 --lr 0.3 --cpu-augment batched)
@@ -20,7 +23,7 @@ if [ -z "$VIDEOS" ]; then
   VIDEOS="$OUT/videos"
   step "1/8 rendering synthetic videos of 3D solids with ground truth to $VIDEOS"
   rm -rf "$VIDEOS"
-  "$BIN/vidmine-mine" synth "$VIDEOS" --videos 24 --seed 0 --kind solids
+  "$BIN/vidmine-mine" synth "$VIDEOS" --videos "$N_VIDEOS" --seed 0 --kind solids
 fi
 SETS="$OUT/sets"
 if [ ! -f "$SETS/manifest.json" ]; then
