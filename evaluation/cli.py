@@ -28,10 +28,10 @@ from vidmine.training.backbones import (
 )
 from vidmine.training.features import embed_images
 
+from . import compare, report, sets
 from . import probe as probes
-from . import report, sets
-from .retrieval import retrieval_metrics
-from .ris import MIN_SET_SIZE, ris_score, scorable
+from .retrieval import per_label_ap, retrieval_metrics
+from .ris import MIN_SET_SIZE, ris_per_class, scorable
 
 
 @dataclass
@@ -150,6 +150,7 @@ def _print_report(table: str, out: Path, charts: list) -> None:
 
 def cmd_ris(args, cfg: EvalConfig) -> dict:
     models, cfg = _models(args, cfg)
+    reference = _reference(models)
     rows, charts = [], {f"top{k}": {} for k in cfg.k}
     for inv in _invariance_sets(args, cfg):
         if not scorable(inv.set_ids):
@@ -157,24 +158,46 @@ def cmd_ris(args, cfg: EvalConfig) -> dict:
                   f"{MIN_SET_SIZE} or more images", file=sys.stderr)
             continue
         images = [load_rgb(im) for im in inv.images]
+        per_class = {k: {} for k in cfg.k}
         for name, features in models.items():
             feats = features(images)
             row = {"invariance": inv.label, "model": name, "images": len(inv.images),
                    "sets": int(len(np.unique(inv.set_ids)))}
             for k in cfg.k:
-                row[f"top{k}"] = ris_score(feats, inv.set_ids, inv.class_ids, k)
+                per_class[k][name] = ris_per_class(feats, inv.set_ids, inv.class_ids, k)
+                row[f"top{k}"] = float(per_class[k][name].mean())
                 charts[f"top{k}"].setdefault(inv.label, {})[name] = row[f"top{k}"]
             rows.append(row)
+        for k in cfg.k:  # the classes (objects) of this set resampled: compare.py
+            for name, interval in compare.against(per_class[k], reference).items():
+                row = next(r for r in rows if r["invariance"] == inv.label and r["model"] == name)
+                row[f"top{k}_vs_untrained"] = interval
     out = _out_dir(args)
     pngs = [str(report.bar_chart(c, f"Top-{k[3:]} RIS (higher = more invariant)", "RIS",
                                  out / f"ris_{k}.png")) for k, c in charts.items()]
     result = {"command": "ris", "results": rows, "charts": pngs, "config": to_dict(cfg)}
     report.write_json(result, out / "report.json")
     if not args.json:
-        _print_report(report.table(rows, ["invariance", "model", "images", "sets"] +
-                                   [f"top{k}" for k in cfg.k],
+        shown, vs = _with_intervals(rows, f"top{cfg.k[0]}", digits=1)
+        _print_report(report.table(shown, ["invariance", "model", "images", "sets"] +
+                                   [f"top{k}" for k in cfg.k] + vs,
                                    "Top-K Representation Invariance Score"), out, pngs)
     return result
+
+
+def _reference(models: dict) -> str | None:
+    """The untrained network, which every other row is compared with, when it is there."""
+    return next((name for name in models if name.startswith("untrained ")), None)
+
+
+def _with_intervals(rows: list[dict], measure: str, digits: int) -> tuple[list[dict], list[str]]:
+    """Rows with a column "<measure> vs untrained": the difference and its 95 % interval."""
+    column = f"{measure} vs untrained"
+    key = f"{measure}_vs_untrained"
+    if not any(key in r for r in rows):
+        return rows, []
+    return [{**r, column: compare.format_interval(*r[key], digits=digits)} if key in r else r
+            for r in rows], [column]
 
 
 def _retrieval_data(args, cfg: EvalConfig):
@@ -199,8 +222,16 @@ def _retrieval_data(args, cfg: EvalConfig):
 def cmd_retrieval(args, cfg: EvalConfig) -> dict:
     models, cfg = _models(args, cfg)
     images, labels, groups, title = _retrieval_data(args, cfg)
-    rows = [{"model": name, **retrieval_metrics(features(images), labels, groups=groups)}
-            for name, features in models.items()]
+    rows, per_label = [], {}
+    for name, features in models.items():
+        metrics = retrieval_metrics(features(images), labels, groups=groups, per_query=True)
+        per_label[name], queries = per_label_ap(metrics.pop("ap"), metrics.pop("ap_labels"))
+        rows.append({"model": name, **metrics})
+    # objects (or tracks) resampled, each weighted by its queries, as the mAP weighs them
+    intervals = compare.against(per_label, _reference(models), weights=queries) if rows else {}
+    for row in rows:
+        if row["model"] in intervals:
+            row["mAP_vs_untrained"] = intervals[row["model"]]
     out = _out_dir(args)
     chart = {m: {r["model"]: r[m] for r in rows} for m in ("recall@1", "recall@5", "mAP")}
     png = report.bar_chart(chart, title, "score", out / "retrieval.png")
@@ -209,7 +240,8 @@ def cmd_retrieval(args, cfg: EvalConfig) -> dict:
               "charts": [str(png)], "config": to_dict(cfg)}
     report.write_json(result, out / "report.json")
     if not args.json:
-        _print_report(report.table(rows, ["model", "queries", "recall@1", "recall@5", "mAP"],
+        shown, vs = _with_intervals(rows, "mAP", digits=2)
+        _print_report(report.table(shown, ["model", "queries", "recall@1", "recall@5", "mAP"] + vs,
                                    title), out, [png])
     return result
 

@@ -79,11 +79,18 @@ def ris_per_unit(features: np.ndarray, set_ids: np.ndarray, class_ids: np.ndarra
     return invariance, classes, p
 
 
-def ris_score(features: np.ndarray, set_ids: np.ndarray, class_ids: np.ndarray, k: int) -> float:
-    """Top-K RIS of ``features`` (N x D) for images in sets ``set_ids`` of classes ``class_ids``."""
+def ris_per_class(features: np.ndarray, set_ids: np.ndarray, class_ids: np.ndarray,
+                  k: int) -> np.ndarray:
+    """Each class's term of Top-K RIS (step 4 before the mean over classes), in the order of
+    the sorted class ids: the units a paired interval resamples (``evaluation.compare``)."""
     invariance, _, p = ris_per_unit(features, set_ids, class_ids)
     k = min(int(k), invariance.shape[1])
     if k < 1:
         raise ValueError("k must be at least 1")
     top = -np.partition(-invariance, k - 1, axis=1)[:, :k]
-    return float(top.mean(axis=1).mean() * (100.0 - p))
+    return top.mean(axis=1) * (100.0 - p)
+
+
+def ris_score(features: np.ndarray, set_ids: np.ndarray, class_ids: np.ndarray, k: int) -> float:
+    """Top-K RIS of ``features`` (N x D) for images in sets ``set_ids`` of classes ``class_ids``."""
+    return float(ris_per_class(features, set_ids, class_ids, k).mean())

@@ -115,9 +115,21 @@ def test_eval_reports_floors_beside_the_networks(sets_dir, tmp_path, capsys):
     assert models == {"net", "untrained resnet18", "colour-histogram (floor)",
                       "raw-pixels (floor)", "handcrafted (floor)"}
     assert all(0 <= r["top10"] <= 100 for r in ris["results"])
+    # every row but the untrained network's carries its difference to it, with an interval
+    for inv in {r["invariance"] for r in ris["results"]}:
+        rows = {r["model"]: r for r in ris["results"] if r["invariance"] == inv}
+        untrained = rows.pop("untrained resnet18")
+        assert "top10_vs_untrained" not in untrained
+        for r in rows.values():
+            d, lo, hi = r["top10_vs_untrained"]
+            assert d == pytest.approx(r["top10"] - untrained["top10"], abs=1e-4)
+            assert lo <= d + 1e-9 and d <= hi + 1e-9
     assert eval_main(["retrieval", "--data", str(sets_dir), "--out", str(tmp_path / "q"),
                       "--size", "32", *args]) == 0
     ret = json.loads(capsys.readouterr().out)
     assert ret["objects"] == 12 and len(ret["results"]) == 4
     colour = next(r for r in ret["results"] if r["model"].startswith("colour"))
     assert colour["mAP"] < 0.5   # colour alone does not find an object across renders
+    untrained = next(r for r in ret["results"] if r["model"] == "untrained resnet18")
+    d, lo, hi = colour["mAP_vs_untrained"]
+    assert d == pytest.approx(colour["mAP"] - untrained["mAP"], abs=1e-5) and lo <= d <= hi
