@@ -152,6 +152,7 @@ def cmd_ris(args, cfg: EvalConfig) -> dict:
     models, cfg = _models(args, cfg)
     reference = _reference(models)
     rows, charts = [], {f"top{k}": {} for k in cfg.k}
+    whiskers = {f"top{k}": {} for k in cfg.k}
     for inv in _invariance_sets(args, cfg):
         if not scorable(inv.set_ids):
             print(f"vidmine-eval: skipped {safe_name(inv.label)}: RIS needs a set of "
@@ -172,9 +173,13 @@ def cmd_ris(args, cfg: EvalConfig) -> dict:
             for name, interval in compare.against(per_class[k], reference).items():
                 row = next(r for r in rows if r["invariance"] == inv.label and r["model"] == name)
                 row[f"top{k}_vs_untrained"] = interval
+                whiskers[f"top{k}"].setdefault(inv.label, {})[name] = _around_reference(
+                    charts[f"top{k}"][inv.label][reference], interval)
     out = _out_dir(args)
-    pngs = [str(report.bar_chart(c, f"Top-{k[3:]} RIS (higher = more invariant)", "RIS",
-                                 out / f"ris_{k}.png")) for k, c in charts.items()]
+    pngs = [str(report.bar_chart(c, f"Top-{k[3:]} RIS (higher = more invariant)"
+                                 + (WHISKERS if reference else ""),
+                                 "RIS", out / f"ris_{k}.png", intervals=whiskers[k]))
+            for k, c in charts.items()]
     result = {"command": "ris", "results": rows, "charts": pngs, "config": to_dict(cfg)}
     report.write_json(result, out / "report.json")
     if not args.json:
@@ -183,6 +188,14 @@ def cmd_ris(args, cfg: EvalConfig) -> dict:
                                    [f"top{k}" for k in cfg.k] + vs,
                                    "Top-K Representation Invariance Score"), out, pngs)
     return result
+
+
+WHISKERS = "\nwhiskers: 95 % interval of the difference to the untrained network"
+
+
+def _around_reference(reference_value: float, interval: list[float]) -> tuple[float, float]:
+    """A difference's interval drawn on the compared bar: the reference's value plus it."""
+    return reference_value + interval[1], reference_value + interval[2]
 
 
 def _reference(models: dict) -> str | None:
@@ -234,7 +247,11 @@ def cmd_retrieval(args, cfg: EvalConfig) -> dict:
             row["mAP_vs_untrained"] = intervals[row["model"]]
     out = _out_dir(args)
     chart = {m: {r["model"]: r[m] for r in rows} for m in ("recall@1", "recall@5", "mAP")}
-    png = report.bar_chart(chart, title, "score", out / "retrieval.png")
+    reference = _reference(models)
+    whiskers = {"mAP": {name: _around_reference(chart["mAP"][reference], interval)
+                        for name, interval in intervals.items()}} if intervals else None
+    png = report.bar_chart(chart, title + (WHISKERS + " (mAP)" if whiskers else ""), "score",
+                           out / "retrieval.png", intervals=whiskers)
     result = {"command": "retrieval", "title": title,
               "objects" if args.data else "tracks": len(np.unique(labels)), "results": rows,
               "charts": [str(png)], "config": to_dict(cfg)}

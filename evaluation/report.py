@@ -22,18 +22,25 @@ def table(rows: list[dict], columns: list[str], title: str) -> str:
 
 
 def bar_chart(results: dict[str, dict[str, float]], title: str, ylabel: str, out_png: Path,
-              errors: dict[str, dict[str, float]] | None = None) -> Path:
+              errors: dict[str, dict[str, float]] | None = None,
+              intervals: dict[str, dict[str, tuple[float, float]]] | None = None) -> Path:
     """Grouped bars: one group per measure (e.g. invariance), one bar per model; ``errors``
-    (same keys) draws error bars, e.g. the sd over seeds."""
+    (same keys) draws symmetric error bars, e.g. the sd over seeds; ``intervals`` draws
+    whiskers from low to high around a bar (e.g. a 95 % interval), where given."""
     measures = list(results)
     models = list(next(iter(results.values())))
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(measures) * len(models) ** 0.5), 4))
     width = 0.8 / len(models)
     for m, model in enumerate(models):
         xs = [i + m * width for i in range(len(measures))]
+        values = [results[k].get(model, 0.0) for k in measures]
         err = [errors[k].get(model, 0.0) for k in measures] if errors else None
-        ax.bar(xs, [results[k].get(model, 0.0) for k in measures], width, label=model,
-               yerr=err, capsize=2 if err else 0)
+        ax.bar(xs, values, width, label=model, yerr=err, capsize=2 if err else 0)
+        for x, v, k in zip(xs, values, measures):
+            if model in (intervals or {}).get(k, {}):
+                lo, hi = intervals[k][model]
+                ax.errorbar([x], [v], yerr=[[v - lo], [hi - v]], fmt="none", ecolor="black",
+                            capsize=2, linewidth=1)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(measures))])
     ax.set_xticklabels(measures, fontsize=8)
     ax.set_ylabel(ylabel)
