@@ -148,6 +148,9 @@ def _print_report(table: str, out: Path, charts: list) -> None:
                     f"charts: {', '.join(map(str, charts))}"))
 
 
+WHISKERS = "\nwhiskers: 95 % interval of the difference to the untrained network"
+
+
 def cmd_ris(args, cfg: EvalConfig) -> dict:
     models, cfg = _models(args, cfg)
     reference = _reference(models)
@@ -188,9 +191,6 @@ def cmd_ris(args, cfg: EvalConfig) -> dict:
                                    [f"top{k}" for k in cfg.k] + vs,
                                    "Top-K Representation Invariance Score"), out, pngs)
     return result
-
-
-WHISKERS = "\nwhiskers: 95 % interval of the difference to the untrained network"
 
 
 def _around_reference(reference_value: float, interval: list[float]) -> tuple[float, float]:
@@ -235,19 +235,19 @@ def _retrieval_data(args, cfg: EvalConfig):
 def cmd_retrieval(args, cfg: EvalConfig) -> dict:
     models, cfg = _models(args, cfg)
     images, labels, groups, title = _retrieval_data(args, cfg)
+    reference = _reference(models)
     rows, per_label = [], {}
     for name, features in models.items():
         metrics = retrieval_metrics(features(images), labels, groups=groups, per_query=True)
         per_label[name], queries = per_label_ap(metrics.pop("ap"), metrics.pop("ap_labels"))
         rows.append({"model": name, **metrics})
     # objects (or tracks) resampled, each weighted by its queries, as the mAP weighs them
-    intervals = compare.against(per_label, _reference(models), weights=queries) if rows else {}
+    intervals = compare.against(per_label, reference, weights=queries) if rows else {}
     for row in rows:
         if row["model"] in intervals:
             row["mAP_vs_untrained"] = intervals[row["model"]]
     out = _out_dir(args)
     chart = {m: {r["model"]: r[m] for r in rows} for m in ("recall@1", "recall@5", "mAP")}
-    reference = _reference(models)
     whiskers = {"mAP": {name: _around_reference(chart["mAP"][reference], interval)
                         for name, interval in intervals.items()}} if intervals else None
     png = report.bar_chart(chart, title + (WHISKERS + " (mAP)" if whiskers else ""), "score",
