@@ -162,11 +162,12 @@ def cmd_ris(args, cfg: EvalConfig) -> dict:
                   f"{MIN_SET_SIZE} or more images", file=sys.stderr)
             continue
         images = [load_rgb(im) for im in inv.images]
-        per_class = {k: {} for k in cfg.k}
+        per_class, set_rows = {k: {} for k in cfg.k}, {}
         for name, features in models.items():
             feats = features(images)
-            row = {"invariance": inv.label, "model": name, "images": len(inv.images),
-                   "sets": int(len(np.unique(inv.set_ids)))}
+            row = set_rows[name] = {"invariance": inv.label, "model": name,
+                                    "images": len(inv.images),
+                                    "sets": int(len(np.unique(inv.set_ids)))}
             for k in cfg.k:
                 per_class[k][name] = ris_per_class(feats, inv.set_ids, inv.class_ids, k)
                 row[f"top{k}"] = float(per_class[k][name].mean())
@@ -174,8 +175,7 @@ def cmd_ris(args, cfg: EvalConfig) -> dict:
             rows.append(row)
         for k in cfg.k:  # the classes (objects) of this set resampled: compare.py
             for name, interval in compare.against(per_class[k], reference).items():
-                row = next(r for r in rows if r["invariance"] == inv.label and r["model"] == name)
-                row[f"top{k}_vs_untrained"] = interval
+                set_rows[name][f"top{k}_vs_untrained"] = interval
                 whiskers[f"top{k}"].setdefault(inv.label, {})[name] = _around_reference(
                     charts[f"top{k}"][inv.label][reference], interval)
     out = _out_dir(args)
