@@ -120,6 +120,12 @@ ABLATION_ARMS = {
     # the queue plain MoCo gets: a transitive arm's pairs hold ~5,600 distinct crops against
     # plain MoCo's 18,712, so moco_schedule fits it a queue of 512 keys instead of 2,048
     "moco-transitive-nocolour-queue2048": ("moco", "transitive:1"),
+    # gentler crops (at least half the image instead of a fifth): two random fifths of two
+    # different objects share their colours but rarely their outline, which is all that two
+    # objects of one category share here, so a pair of other crops may need both views whole
+    "moco-none-nocolour-crop05": ("moco", "none:1"),
+    "moco-tracker-nocolour-crop05": ("moco", "tracker:1"),
+    "moco-transitive-nocolour-crop05": ("moco", "transitive:1"),
 }
 ALL_ARMS = {**ARMS, **ABLATION_ARMS}
 # Training flags of an arm. ARM_FLAGS change the recipe, so an arm's plain-MoCo baseline is
@@ -128,7 +134,8 @@ RECIPE_SUFFIXES = {"-nocolour": ("--no-colour-augment",), "-othervideos": ("--qu
                    "-othertracks": ("--queue-exclude", "track"),
                    "-otherclusters": ("--queue-exclude", "cluster"),
                    "-temp05": ("--temperature", "0.5"), "-temp1": ("--temperature", "1.0"),
-                   "-lr": ("--lr", "0.75"), "-queue2048": ("--moco-queue", "2048")}
+                   "-lr": ("--lr", "0.75"), "-queue2048": ("--moco-queue", "2048"),
+                   "-crop05": ("--crop-scale", "0.5")}
 ARM_FLAGS = {arm: flags for arm in ABLATION_ARMS
              if (flags := sum((f for s, f in RECIPE_SUFFIXES.items() if s in arm), ()))}
 PAIR_FLAGS = {"moco-tracker-far-nocolour": ("--min-gap", "15")}

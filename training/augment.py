@@ -39,12 +39,13 @@ def blur_kernel_size(size: int) -> int:
     return 2 * math.ceil(3 * blur_sigma(size)[1]) + 1
 
 
-def cpu_transform(size: int, colour: bool = True) -> v2.Compose:
+def cpu_transform(size: int, colour: bool = True, min_scale: float = SCALE[0]) -> v2.Compose:
     """Per-image MoCo v2 recipe: uint8 CHW tensor in, uint8 ``size``x``size`` tensor out;
-    ``colour=False`` leaves out the jitter and the grayscale (an ablation)."""
+    ``colour=False`` leaves out the jitter and the grayscale, ``min_scale`` is the smallest
+    share of the image's area a crop keeps (ablations)."""
     b, c, s, h = JITTER
     return v2.Compose([
-        v2.RandomResizedCrop(size, scale=SCALE, ratio=RATIO, antialias=True),
+        v2.RandomResizedCrop(size, scale=(min_scale, 1.0), ratio=RATIO, antialias=True),
         v2.RandomApply([v2.ColorJitter(b, c, s, h)], p=P_JITTER if colour else 0.0),
         v2.RandomGrayscale(p=P_GRAY if colour else 0.0),
         v2.RandomApply([v2.GaussianBlur(blur_kernel_size(size), sigma=blur_sigma(size))],
@@ -60,12 +61,13 @@ class CpuAugment:
     :class:`BatchAugment` on the CPU tensors (same arithmetic as the GPU path, about 3x
     faster per crop here because hue and blur are vectorised across the batch)."""
 
-    def __init__(self, size: int, kind: str = "v2", colour: bool = True):
+    def __init__(self, size: int, kind: str = "v2", colour: bool = True,
+                 min_scale: float = SCALE[0]):
         if kind not in ("v2", "batched"):
             raise ValueError(f"CPU augmentation is v2 or batched, not {kind!r}")
         self.kind = kind
-        self.per_image = cpu_transform(size, colour)
-        self.batched = BatchAugment.recipe(size, colour)
+        self.per_image = cpu_transform(size, colour, min_scale)
+        self.batched = BatchAugment.recipe(size, colour, min_scale)
 
     def __call__(self, images: list[torch.Tensor]) -> torch.Tensor:
         if self.kind == "v2":
@@ -111,9 +113,11 @@ class BatchAugment:
         self.p_jitter, self.p_gray, self.p_blur, self.p_flip = p_jitter, p_gray, p_blur, p_flip
 
     @classmethod
-    def recipe(cls, size: int, colour: bool = True) -> BatchAugment:
-        """MoCo v2's recipe; ``colour=False`` without jitter and grayscale (an ablation)."""
-        return cls(size) if colour else cls(size, p_jitter=0.0, p_gray=0.0)
+    def recipe(cls, size: int, colour: bool = True, min_scale: float = SCALE[0]) -> BatchAugment:
+        """MoCo v2's recipe; ``colour=False`` without jitter and grayscale, ``min_scale`` the
+        smallest crop (ablations)."""
+        scale = (min_scale, 1.0)
+        return cls(size, scale) if colour else cls(size, scale, p_jitter=0.0, p_gray=0.0)
 
     def decode_and_augment(self, blobs: list[torch.Tensor], device: torch.device | str,
                            generator: torch.Generator, channels_last: bool = False) -> torch.Tensor:

@@ -72,6 +72,9 @@ class TrainConfig:
     colour_augment: bool = field(default=True, metadata={
         "help": "MoCo v2's colour jitter and random grayscale (--no-colour-augment: crops, "
                 "flips and blur only; an ablation)"})
+    crop_scale: float = field(default=0.2, metadata={"above": 0, "max": 1,
+        "help": "smallest share of an image's area that a random resized crop keeps (MoCo "
+                "v2: 0.2; larger keeps more of the object in both views, an ablation)"})
     gpu_augment: str = field(default="auto", metadata={"choices": ("auto", "on", "off"),
         "help": "decode JPEGs with nvjpeg and augment on the GPU: auto (when CUDA), on, off"})
     gpu_decode: str = field(default="nvjpeg", metadata={"choices": ("nvjpeg", "workers"),

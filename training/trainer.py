@@ -116,7 +116,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(cfg.warmup_steps, cfg.steps))
         self.step = 0
-        self.augment = BatchAugment.recipe(cfg.image_size, cfg.colour_augment)
+        self.augment = BatchAugment.recipe(cfg.image_size, cfg.colour_augment, cfg.crop_scale)
         self.bad_crops = BadCrops("vidmine-train", total=len(self.data.table))
         self._stop = False
         if saved is not None:
@@ -152,7 +152,8 @@ class Trainer:
         sampler = MixBatchSampler(self.data.sizes, self.data.weights, cfg.batch_size, cfg.steps,
                                   cfg.seed, self.rank, start_step=self.step)
         if not self.gpu_augment:
-            augment = CpuAugment(cfg.image_size, cfg.cpu_augment, cfg.colour_augment)
+            augment = CpuAugment(cfg.image_size, cfg.cpu_augment, cfg.colour_augment,
+                                 cfg.crop_scale)
         else:  # None: the bytes travel, for nvjpeg
             augment = keep_decoded if self.decode_in_workers else None
         dataset = PairDataset(self.data, self.store.reader, augment, cfg.seed, self.rank)
