@@ -163,6 +163,16 @@ def test_study_smoke(tmp_path, capsys):
     assert not (out / "runs" / "moco-none-s1").exists()
     assert "deadline" in capsys.readouterr().err
 
+    # A table written afresh from stages all done (results.md removed, nothing to run) holds
+    # every seed asked for, not only the first.
+    two_seeds = [*argv, "--seeds", "0", "1", "--arms", "moco-none"]
+    assert study.main(two_seeds) == 0
+    (out / "results.md").unlink()
+    assert study.main(two_seeds) == 0
+    rows = json.loads((out / "results.json").read_text())["ris"]
+    assert {r["model"] for r in rows if r["model"].startswith("moco-none")} == {
+        "moco-none-s0/final", "moco-none-s1/final"}
+
     # Other settings in the same folder are refused: its stages were made with the old ones.
     with pytest.raises(SystemExit, match="steps 2 -> 3"):
         study.main([*argv, "--steps", "3"])
