@@ -21,6 +21,14 @@ def table(rows: list[dict], columns: list[str], title: str) -> str:
     return "\n".join(out)
 
 
+def bar_colours(n: int) -> list[tuple[float, float, float]]:
+    """``n`` colours, no two alike up to 20: matplotlib's default ten (tab10) while they do,
+    tab20 beyond (the default cycle repeats from the eleventh bar, so a floor drawn eleventh
+    looked like the first network)."""
+    palette = plt.get_cmap("tab10" if n <= 10 else "tab20").colors
+    return [palette[i % len(palette)] for i in range(n)]
+
+
 def bar_chart(results: dict[str, dict[str, float]], title: str, ylabel: str, out_png: Path,
               errors: dict[str, dict[str, float]] | None = None,
               intervals: dict[str, dict[str, tuple[float, float]]] | None = None) -> Path:
@@ -31,11 +39,13 @@ def bar_chart(results: dict[str, dict[str, float]], title: str, ylabel: str, out
     models = list(next(iter(results.values())))
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(measures) * len(models) ** 0.5), 4))
     width = 0.8 / len(models)
+    colours = bar_colours(len(models))
     for m, model in enumerate(models):
         xs = [i + m * width for i in range(len(measures))]
         values = [results[k].get(model, 0.0) for k in measures]
         err = [errors[k].get(model, 0.0) for k in measures] if errors else None
-        ax.bar(xs, values, width, label=model, yerr=err, capsize=2 if err else 0)
+        ax.bar(xs, values, width, label=model, yerr=err, capsize=2 if err else 0,
+               color=colours[m])
         for x, v, k in zip(xs, values, measures):
             if model in (intervals or {}).get(k, {}):
                 lo, hi = intervals[k][model]

@@ -59,3 +59,22 @@ def test_per_label_ap_weighted_by_queries_is_the_map():
     # and the paired interval of a model with itself shifted is exactly that shift
     d, lo, hi = paired_interval(per_label + 0.1, per_label, weights=queries)
     assert (d, lo, hi) == pytest.approx((0.1, 0.1, 0.1))
+
+
+def test_a_chart_of_more_than_ten_models_gives_each_its_own_colour(tmp_path):
+    """matplotlib's default cycle repeats from the eleventh bar (the study's merged chart drew
+    its hand-crafted floor in plain MoCo's blue); up to ten, charts keep the default colours."""
+    import cv2
+    import matplotlib.pyplot as plt
+
+    from vidmine.evaluation.report import bar_chart, bar_colours
+
+    assert bar_colours(10) == list(plt.get_cmap("tab10").colors)
+    colours = bar_colours(11)
+    assert len(set(colours)) == 11
+    models = {f"model {i}": 10.0 + i for i in range(11)}
+    png = bar_chart({"viewpoint": models, "instance": models}, "t", "RIS", tmp_path / "c.png")
+    bgr = cv2.imread(str(png)).astype(int)
+    for r, g, b in colours:   # every bar's colour is drawn somewhere (bars and legend)
+        target = np.array([b, g, r]) * 255
+        assert (np.abs(bgr - target).max(axis=2) <= 2).sum() > 50, (r, g, b)
