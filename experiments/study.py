@@ -120,9 +120,9 @@ ABLATION_ARMS = {
     # the queue plain MoCo gets: a transitive arm's pairs hold ~5,600 distinct crops against
     # plain MoCo's 18,712, so moco_schedule fits it a queue of 512 keys instead of 2,048
     "moco-transitive-nocolour-queue2048": ("moco", "transitive:1"),
-    # gentler crops (at least half the image instead of a fifth): two random fifths of two
-    # different objects share their colours but rarely their outline, which is all that two
-    # objects of one category share here, so a pair of other crops may need both views whole
+    # gentler crops (at least half the image instead of a fifth): a tracker pair has turned
+    # and a transitive pair is two objects already, so small crops on top leave the views
+    # little in common (tracker pairs gain from it, as much as plain MoCo; transitive do not)
     "moco-none-nocolour-crop05": ("moco", "none:1"),
     "moco-tracker-nocolour-crop05": ("moco", "tracker:1"),
     "moco-transitive-nocolour-crop05": ("moco", "transitive:1"),
