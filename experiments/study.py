@@ -910,7 +910,9 @@ def run_study(args) -> Path:
     # cut short still reports the seeds it finished.
     tag = "+".join(args.arms)
     trainings = [(seed, arm) for seed in args.seeds for arm in args.arms]
-    written = False
+    # A table written afresh (none there when the run began) is rewritten after every seed,
+    # so that it holds every seed asked for, not just the first.
+    fresh_table = not (out / "results.md").is_file()
     for seed in args.seeds:
         checkpoints = []
         for arm in args.arms:
@@ -932,13 +934,10 @@ def run_study(args) -> Path:
                                 evaluate(cli, k, sets, c, out / "eval" / f"{k}-s{s}", p, s))
             state[f"eval-{kind}-s{seed}"] = {"wall_s": result["wall_s"]}
             acc += [{**r, "seed": seed} for r in result["results"]]  # the untrained net's too
-        # Once this run has written the table it rewrites it after every seed, so a table
-        # written afresh (none there) holds every seed asked for, not just the first.
-        if stages.ran or written or not (out / "results.md").is_file():
+        if stages.ran or fresh_table:
             made = {"command": shlex.join(["python", "experiments/study.py", *args.argv]),
                     "commits": commits(out), "device": device_name(), "settings": settings}
             write_results(out, args, p, state, ris, retrieval, made)
-            written = True
     return out
 
 

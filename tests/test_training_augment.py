@@ -159,7 +159,6 @@ def test_resized_crops_at_the_edge_of_a_small_image_are_not_darkened(side, size)
         (out[:, -1].mean().item(), out[:, :, -1].mean().item())
 
 
-
 def test_crop_scale_is_the_least_share_of_the_image_a_crop_shows():
     """--crop-scale (an ablation of the study), in both CPU recipes: on an image whose red and
     green encode x and y, the span of each crop's red times that of its green is the share of

@@ -7,6 +7,7 @@ from vidmine.config import validate
 from vidmine.errors import ConfigError
 from vidmine.storage.schema import PAIR_KINDS
 
+from .augment import SCALE
 from .backbones import BACKBONES
 
 OBJECTIVES = ("triplet", "moco")
@@ -72,7 +73,7 @@ class TrainConfig:
     colour_augment: bool = field(default=True, metadata={
         "help": "MoCo v2's colour jitter and random grayscale (--no-colour-augment: crops, "
                 "flips and blur only; an ablation)"})
-    crop_scale: float = field(default=0.2, metadata={"above": 0, "max": 1,
+    crop_scale: float = field(default=SCALE[0], metadata={"above": 0, "max": 1,
         "help": "smallest share of an image's area that a random resized crop keeps (MoCo "
                 "v2: 0.2; larger keeps more of the object in both views, an ablation)"})
     gpu_augment: str = field(default="auto", metadata={"choices": ("auto", "on", "off"),
